@@ -1,0 +1,165 @@
+"""Every bad-input case raises InvalidInputError naming the row and the reason; on_invalid="nan"
+scores the rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import xent_numba as xn
+from tests import reference as ref
+
+P = np.array([[0.2, 0.8], [0.5, 0.5], [0.6, 0.4], [0.1, 0.9]])
+Y = np.array([1, 0, 1, 0])
+T = np.eye(2)[Y]
+
+
+def _bad_pred(row, value, col=0):
+    p = P.copy()
+    p[row, col] = value
+    return p
+
+
+CASES = [
+    # (id, loss, pred, target, kwargs, row, words in the message)
+    ("nan_prob", "cce", _bad_pred(2, np.nan), Y, {}, 2, ["NaN or infinite", "pred", "class 0"]),
+    ("inf_prob", "bce", _bad_pred(1, np.inf), T, {}, 1, ["NaN or infinite", "pred"]),
+    ("prob_above_1", "cce", _bad_pred(3, 1.5, 1), Y, {}, 3, ["outside [0, 1]", "1.5", "class 1"]),
+    ("prob_negative", "bce", _bad_pred(0, -0.1), Y, {}, 0, ["outside [0, 1]", "-0.1"]),
+    ("nan_logit", "cce", _bad_pred(1, np.nan), Y, {"from_logits": True}, 1, ["NaN or infinite"]),
+    ("inf_logit", "bce", _bad_pred(2, -np.inf), T, {"from_logits": True}, 2, ["NaN or infinite"]),
+    ("label_too_big", "cce", P, np.array([1, 0, 2, 0]), {}, 2, ["class index out of range", "label 2", "target"]),
+    ("label_negative", "cce", P, np.array([1, -1, 0, 0]), {}, 1, ["class index out of range", "label -1"]),
+    ("label_neg_not_ignored", "cce", P, np.array([1, -1, 0, 0]), {"ignore_index": -100}, 1, ["out of range"]),
+    ("bce_label_too_big", "bce", P, np.array([1, 0, 0, 5]), {}, 3, ["out of range"]),
+    ("cce_target_negative", "cce", P, np.array([[0, 1], [1.5, -0.5], [1, 0], [0, 1.0]]), {}, 1, ["target value invalid", ">= 0"]),
+    ("cce_target_sum", "cce", P, np.array([[0, 1], [1, 0], [1, 1], [0, 1.0]]), {}, 2, ["does not sum to 1", "sums to 2"]),
+    ("cce_target_zero", "cce", P, np.array([[0, 1], [1, 0], [0, 1], [0, 0.0]]), {}, 3, ["does not sum to 1"]),
+    ("bce_target_above_1", "bce", P, np.array([[0, 1], [1, 0], [0, 2], [0, 1.0]]), {}, 2, ["target value invalid", "[0, 1]"]),
+    ("bce_target_nan", "bce", P, np.array([[0, 1], [np.nan, 0], [0, 1], [0, 1.0]]), {}, 1, ["target value invalid"]),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_invalid_rows(case):
+    _, loss, pred, target, kw, row, words = case
+    fn = xn.cce if loss == "cce" else xn.bce
+    with pytest.raises(xn.InvalidInputError) as err:
+        fn(pred, target, **kw)
+    e = err.value
+    assert isinstance(e, ValueError)
+    assert e.row == row
+    msg = str(e)
+    assert msg.startswith(f"row {row}")
+    for w in words:
+        assert w in msg, (w, msg)
+    # on_invalid="nan": that row is NaN, the others are scored as if alone
+    got = fn(pred, target, on_invalid="nan", **kw)
+    assert np.isnan(got[row])
+    good = [i for i in range(len(pred)) if i != row]
+    want = fn(np.asarray(pred)[good], np.asarray(target)[good], **kw)
+    np.testing.assert_allclose(got[good], want, rtol=1e-12)
+
+
+def test_ragged_length_mismatch_and_empty_row():
+    pred = pa.array([[0.5, 0.5], [0.2, 0.3, 0.5], [], [1.0]], type=pa.list_(pa.float64()))
+    target = pa.array([[0, 1], [0, 1], [], [1]], type=pa.list_(pa.float64()))
+    with pytest.raises(xn.InvalidInputError, match=r"^row 1, column 'target': .*differ in length.*pred has 3 values, target has 2"):
+        xn.cce(pred, target)
+    out = xn.bce(pred, target, on_invalid="nan")
+    assert np.isnan(out[1]) and np.isnan(out[2]) and np.isfinite(out[[0, 3]]).all()
+    with pytest.raises(xn.InvalidInputError, match=r"^row 2, column 'pred': row has no classes"):
+        xn.cce(pred, pa.array([0, 0, 0, 0]))
+
+
+def test_dense_shape_mismatch_is_row_error():
+    with pytest.raises(xn.InvalidInputError, match="differ in length"):
+        xn.bce(P, np.zeros((4, 3)))
+
+
+def test_null_rows_and_null_values():
+    pred = pa.array([[0.5, 0.5], None, [0.2, None], [0.3, 0.7]], type=pa.list_(pa.float32()))
+    with pytest.raises(xn.InvalidInputError, match=r"^row 1, column 'pred': row is null"):
+        xn.cce(pred, pa.array([0, 1, 0, 1]))
+    out = xn.cce(pred, pa.array([0, 1, 0, 1]), on_invalid="nan")
+    assert np.isnan(out[1]) and np.isnan(out[2])
+    ref.assert_close(out[[0, 3]], ref.cce([[0.5, 0.5], [0.3, 0.7]], [0, 1], dtype=np.float32), np.float32)
+    with pytest.raises(xn.InvalidInputError, match=r"^row 2, column 'target': row is null"):
+        xn.cce(P, pa.array([0, 1, None, 1]))
+    fsl = pa.FixedSizeListArray.from_arrays(pa.array([0.5, 0.5, 0.1, None, 0.3, 0.7]), 2)
+    with pytest.raises(xn.InvalidInputError, match=r"^row 1, column 'pred'"):
+        xn.bce(fsl, pa.array([0, 1, 0]))
+
+
+@pytest.mark.parametrize(
+    "pred,target,words",
+    [
+        (np.array([0.1, 0.9]), np.array([1, 0]), ["2-D", "reshape(-1, 1)", "'pred'"]),
+        (np.array([["a", "b"]]), np.array([0]), ["numeric", "'pred'"]),
+        (P, np.array([0, 1]), ["4 rows", "target has 2"]),
+        (P, np.array([0.0, 1.0, 0.0, 1.0]), ["integer class indices", "'target'"]),
+        (pa.array(["x", "y"]), pa.array([0, 1]), ["Arrow type string"]),
+        (pa.array([["a", "b"]], type=pa.list_(pa.string())), pa.array([0]), ["numeric"]),
+        (pa.array([0.5, 0.5]), pa.array([0, 1]), ["Arrow type double"]),
+        ([[0.1, 0.9], [0.5]], [0, 1], ["cannot read"]),
+    ],
+)
+def test_structural_errors(pred, target, words):
+    with pytest.raises(xn.InvalidInputError) as err:
+        xn.cce(pred, target)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"log_base": 1}, ["log_base", "!= 1"]),
+        ({"log_base": 0}, ["log_base"]),
+        ({"log_base": -10}, ["log_base"]),
+        ({"log_base": "ten"}, ["log_base"]),
+        ({"eps": "tensorflow"}, ["eps", "keras"]),
+        ({"eps": 0.7}, ["eps"]),
+        ({"label_smoothing": 1.5}, ["label_smoothing"]),
+        ({"on_invalid": "skip"}, ["on_invalid"]),
+        ({"device": "tpu"}, ["device"]),
+        ({"class_weight": [1.0]}, ["class_weight", "1 entries"]),
+        ({"class_weight": [1.0, -1.0]}, ["class_weight", ">= 0"]),
+    ],
+)
+def test_option_errors(kw, words):
+    with pytest.raises(xn.InvalidInputError) as err:
+        xn.cce(P, Y, **kw)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_bce_option_errors():
+    with pytest.raises(xn.InvalidInputError, match="reduce"):
+        xn.bce(P, T, reduce="max")
+    with pytest.raises(xn.InvalidInputError, match="pos_weight"):
+        xn.bce(P, T, pos_weight=[1.0, 2.0, 3.0][:1] + [np.nan])
+
+
+def test_cuda_without_gpu_is_a_clear_error(monkeypatch):
+    from xent_numba import backend
+
+    monkeypatch.setattr(backend, "cuda_usable", lambda: False)
+    with pytest.raises(xn.InvalidInputError, match="no CUDA GPU"):
+        xn.cce(P, Y, device="cuda")
+    np.testing.assert_array_equal(xn.cce(P, Y, device="auto"), xn.cce(P, Y))
+
+
+def test_error_counts_invalid_rows():
+    p = P.copy()
+    p[[1, 3], 0] = 2.0
+    with pytest.raises(xn.InvalidInputError, match="2 invalid rows in total") as err:
+        xn.cce(p, Y)
+    assert err.value.n_invalid == 2 and err.value.row == 1
+
+
+def test_chunked_error_uses_global_row():
+    pred = pa.chunked_array([pa.array([[0.5, 0.5]] * 3), pa.array([[0.5, 0.5], [0.5, 1.5]])])
+    with pytest.raises(xn.InvalidInputError, match=r"^row 4, column 'pred': probability outside"):
+        xn.cce(pred, pa.array([0, 1, 0, 1, 0]))

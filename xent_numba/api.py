@@ -1,0 +1,183 @@
+"""The public functions ``cce`` and ``bce``, and ``score`` that the pipeline builds on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from . import backend, losses, validate
+from .arrow import aligned_slices, as_rows
+from .errors import InvalidInputError
+
+
+def _rows(x) -> int:
+    if isinstance(x, (pa.Array, pa.ChunkedArray)):
+        return len(x)
+    try:
+        shape = np.shape(x)
+    except ValueError as exc:  # e.g. ragged Python lists
+        raise InvalidInputError(
+            f"cannot read as a numeric array ({exc}); pass an (N, C) array or an Arrow list array"
+        ) from None
+    if not shape:
+        raise InvalidInputError("expected an array with one entry per row, got a scalar")
+    return shape[0]
+
+
+def _result_dtype(pred_layout) -> np.dtype:
+    return np.dtype(np.float64) if pred_layout.values.dtype == np.float64 else np.dtype(np.float32)
+
+
+def score(
+    loss: str,
+    pred,
+    target,
+    *,
+    from_logits: bool = False,
+    log_base: float = math.e,
+    eps="auto",
+    label_smoothing: float = 0.0,
+    class_weight=None,
+    pos_weight=None,
+    ignore_index: int | None = None,
+    reduce: str = "sum",
+    on_invalid: str = "error",
+    device: str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every row; return ``(losses, status)``.
+
+    ``status`` holds one int8 code per row (``losses.OK``, ``losses.IGNORED`` or an error
+    code; ``losses.REASONS`` names them). With ``on_invalid="error"`` the first invalid row
+    raises ``InvalidInputError``; with ``"nan"`` invalid rows get NaN.
+    """
+    if on_invalid not in losses.ON_INVALID:
+        raise InvalidInputError(f"on_invalid must be 'error' or 'nan'; got {on_invalid!r}")
+    n = _rows(pred)
+    validate.check_lengths(n, _rows(target))
+    engine = backend.kernels(backend.resolve(device))
+    out = status = None
+    for start, p_piece, t_piece in aligned_slices(pred, target):
+        p, p_nulls = as_rows(p_piece, "pred", is_target=False)
+        t, t_nulls = as_rows(t_piece, "target", is_target=True)
+        if out is None:
+            dtype = _result_dtype(p)
+            out = np.empty(n, dtype=dtype)
+            status = np.empty(n, dtype=np.int8)
+            prm = losses.make_params(
+                loss,
+                dtype=dtype,
+                from_logits=from_logits,
+                log_base=log_base,
+                eps=eps,
+                label_smoothing=label_smoothing,
+                ignore_index=ignore_index,
+                reduce=reduce,
+            )
+        m = len(p)
+        if m == 0:
+            continue
+        n_classes = validate.max_classes(p)
+        w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
+        pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True)
+        o, s = out[start : start + m], status[start : start + m]
+        engine.run(p, t, prm, w, pw, o, s)
+        nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
+        if nulls is not None:
+            s[nulls] = losses.NULL_ROW
+            o[nulls] = np.nan
+        if on_invalid == "error":
+            validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start)
+    if out is None:  # zero rows: the dtype follows the input when it can be read
+        dtype = np.float64
+        try:
+            dtype = _result_dtype(as_rows(pred, "pred", is_target=False)[0])
+        except (InvalidInputError, AttributeError):
+            pass
+        return np.empty(0, dtype=dtype), np.empty(0, dtype=np.int8)
+    return out, status
+
+
+def cce(
+    pred,
+    target,
+    *,
+    from_logits: bool = False,
+    log_base: float = math.e,
+    eps="auto",
+    label_smoothing: float = 0.0,
+    class_weight=None,
+    ignore_index: int | None = None,
+    on_invalid: str = "error",
+    device: str = "cpu",
+) -> np.ndarray:
+    """Categorical cross-entropy per row: one exclusive choice among C classes.
+
+    .. math:: \\mathrm{CCE}_i = -\\frac{1}{\\ln b}\\sum_c w_c\\, t'_{ic} \\log p_{ic},
+              \\quad t' = t(1-\\varepsilon) + \\varepsilon / C
+
+    ``pred``: (N, C) probabilities (or logits with ``from_logits=True``) as a NumPy array or
+    an Arrow list / large-list / fixed-size-list array (or a ChunkedArray of them; rows may
+    differ in length). ``target``: (N,) integer class indices, or dense targets (one-hot or
+    soft, each row summing to 1) in the same layout as ``pred``. ``class_weight`` scales
+    class c by ``w_c`` (PyTorch). Rows whose index equals ``ignore_index`` give NaN.
+    ``eps`` is a number or a preset ("auto", "keras", "torch", "sklearn", "none"); see
+    ``xent_numba.losses``. Returns one loss per row, float64 for float64 input, else float32.
+    """
+    out, _ = score(
+        "cce",
+        pred,
+        target,
+        from_logits=from_logits,
+        log_base=log_base,
+        eps=eps,
+        label_smoothing=label_smoothing,
+        class_weight=class_weight,
+        ignore_index=ignore_index,
+        on_invalid=on_invalid,
+        device=device,
+    )
+    return out
+
+
+def bce(
+    pred,
+    target,
+    *,
+    from_logits: bool = False,
+    reduce: str = "sum",
+    log_base: float = math.e,
+    eps="auto",
+    label_smoothing: float = 0.0,
+    pos_weight=None,
+    on_invalid: str = "error",
+    device: str = "cpu",
+) -> np.ndarray:
+    """Binary cross-entropy per row: C independent yes/no questions, summed or averaged.
+
+    .. math:: \\mathrm{BCE}_i = -\\frac{1}{\\ln b}\\sum_c \\left[pw_c\\, t'_{ic} \\log p_{ic}
+              + (1 - t'_{ic}) \\log(1 - p_{ic})\\right], \\quad t' = t(1-\\varepsilon) + \\varepsilon/2
+
+    (divided by C with ``reduce="mean"``). ``target``: dense 0/1 (multi-hot) or soft targets
+    in [0, 1] in the layout of ``pred``, or (N,) class indices read as one-hot rows.
+    From logits the stable form ``max(x,0) - x t + log1p(exp(-|x|))`` is used (PyTorch's form
+    with ``pos_weight``). Returns one loss per row, float64 for float64 input, else float32.
+    """
+    out, _ = score(
+        "bce",
+        pred,
+        target,
+        from_logits=from_logits,
+        log_base=log_base,
+        eps=eps,
+        label_smoothing=label_smoothing,
+        pos_weight=pos_weight,
+        reduce=reduce,
+        on_invalid=on_invalid,
+        device=device,
+    )
+    return out
+
+
+__all__ = ["cce", "bce", "score"]

@@ -1,0 +1,209 @@
+"""Score tables batch by batch: Arrow record batch in -> kept columns + losses out.
+
+``score_batch`` is the unit every engine shares (the local streaming engine and the Dask
+engine call it per batch / partition); it never drops or reorders rows.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from . import api, losses
+from .errors import InvalidInputError
+from .summary import Summary
+
+LOSS_CHOICES = ("cce", "bce", "both")
+ON_INVALID_CHOICES = ("error", "null")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """The options of ``xent score``; each maps one-to-one onto the API's keywords."""
+
+    loss: str = "cce"
+    pred: str = "pred"
+    label: str = "label"
+    from_logits: bool = False
+    log_base: float = math.e
+    eps: object = "auto"
+    label_smoothing: float = 0.0
+    class_weight: tuple | None = None
+    pos_weight: object = None
+    ignore_index: int | None = None
+    bce_reduce: str = "sum"
+    keep: tuple = ()
+    device: str = "cpu"
+    on_invalid: str = "error"
+
+    def __post_init__(self):
+        if self.loss not in LOSS_CHOICES:
+            raise InvalidInputError(f"--loss must be one of {', '.join(LOSS_CHOICES)}; got {self.loss!r}")
+        if self.on_invalid not in ON_INVALID_CHOICES:
+            raise InvalidInputError(f"--on-invalid must be 'error' or 'null'; got {self.on_invalid!r}")
+        # the scalar options are checked once, up front, by the same code the API uses
+        losses.make_params(
+            "cce",
+            dtype=np.float64,
+            log_base=self.log_base,
+            eps=self.eps,
+            label_smoothing=self.label_smoothing,
+            reduce=self.bce_reduce,
+        )
+
+    @property
+    def losses(self) -> tuple[str, ...]:
+        return ("cce", "bce") if self.loss == "both" else (self.loss,)
+
+    def kernel_kwargs(self, loss: str) -> dict:
+        kw = dict(
+            from_logits=self.from_logits,
+            log_base=self.log_base,
+            eps=self.eps,
+            label_smoothing=self.label_smoothing,
+            device=self.device,
+        )
+        if loss == "cce":
+            kw.update(class_weight=self.class_weight, ignore_index=self.ignore_index)
+        else:
+            kw.update(pos_weight=self.pos_weight, reduce=self.bce_reduce)
+        return kw
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Input columns resolved against a schema: ``pred``/``label`` are lists of names (more
+    than one name: the "wide" layout, one scalar column per class, in column order)."""
+
+    pred: tuple[str, ...]
+    label: tuple[str, ...]
+    keep: tuple[str, ...]
+
+    @property
+    def needed(self) -> list[str]:
+        seen = dict.fromkeys(self.keep + self.pred + self.label)
+        return list(seen)
+
+    def describe(self, role: str) -> str:
+        names = self.pred if role == "pred" else self.label
+        return names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+
+
+def _match(pattern: str, names: list[str], what: str) -> tuple[str, ...]:
+    if pattern in names:
+        return (pattern,)
+    if any(ch in pattern for ch in "*?["):
+        hits = tuple(n for n in names if fnmatch.fnmatchcase(n, pattern))
+        if hits:
+            return hits
+    raise InvalidInputError(
+        f"{what} column {pattern!r} not found; columns are: {', '.join(names)}", column=pattern
+    )
+
+
+def resolve_columns(schema: pa.Schema, opts: ScoreOptions) -> Columns:
+    names = list(schema.names)
+    pred = _match(opts.pred, names, "prediction")
+    label = _match(opts.label, names, "label")
+    keep = tuple(_match(k, names, "--keep")[0] for k in opts.keep)
+    for role, cols in (("prediction", pred), ("label", label)):
+        if len(cols) > 1:
+            bad = [c for c in cols if not _is_number(schema.field(c).type)]
+            if bad:
+                raise InvalidInputError(
+                    f"wide {role} columns must be numeric scalars; {bad[0]!r} is {schema.field(bad[0]).type}",
+                    column=bad[0],
+                )
+    return Columns(pred, label, keep)
+
+
+def _is_number(t) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+def _column(batch, names: tuple[str, ...]):
+    """One column as is, or several scalar columns as a FixedSizeListArray (nulls kept)."""
+    if len(names) == 1:
+        return batch.column(names[0])
+    cols = [batch.column(n) for n in names]
+    common = pa.float64() if any(pa.types.is_floating(c.type) for c in cols) else pa.int64()
+    if all(c.type == cols[0].type for c in cols):
+        common = cols[0].type
+    n, k = len(batch), len(cols)
+    values = np.empty((n, k), dtype=common.to_pandas_dtype())
+    mask = None
+    for j, c in enumerate(cols):
+        c = c.cast(common) if c.type != common else c
+        if c.null_count:
+            mask = np.zeros((n, k), dtype=bool) if mask is None else mask
+            mask[:, j] = c.is_null().to_numpy(zero_copy_only=False)
+            c = c.fill_null(0)
+        values[:, j] = c.to_numpy(zero_copy_only=False)
+    flat = pa.array(values.reshape(-1), mask=None if mask is None else mask.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, k)
+
+
+def score_batch(
+    batch: pa.RecordBatch | pa.Table,
+    opts: ScoreOptions,
+    cols: Columns,
+    *,
+    row_offset: int = 0,
+    summary: Summary | None = None,
+) -> pa.RecordBatch:
+    """Score one batch: the kept columns, then ``cce`` and/or ``bce`` (float, null when a row
+    is invalid with ``on_invalid="null"`` or ignored via ``ignore_index``).
+
+    With ``on_invalid="error"`` the first invalid row raises ``InvalidInputError`` whose
+    message names the user's column and the global row number (``row_offset`` + row).
+    """
+    if isinstance(batch, pa.Table):
+        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else pa.RecordBatch.from_pylist([], schema=batch.schema)
+    pred = _column(batch, cols.pred)
+    label = _column(batch, cols.label)
+    arrays = [batch.column(k) for k in cols.keep]
+    names = list(cols.keep)
+    bad_any = np.zeros(len(batch), dtype=bool)
+    ignored_any = np.zeros(len(batch), dtype=bool)
+    for loss in opts.losses:
+        try:
+            out, status = api.score(loss, pred, label, on_invalid="nan", **opts.kernel_kwargs(loss))
+        except InvalidInputError as e:
+            raise relocate(e, cols, row_offset) from None
+        bad = status > losses.IGNORED
+        if opts.on_invalid == "error" and bad.any():
+            try:  # re-run the row checks to name the first bad row and value
+                api.score(loss, pred, label, on_invalid="error", **opts.kernel_kwargs(loss))
+            except InvalidInputError as e:
+                raise relocate(e, cols, row_offset) from None
+        bad_any |= bad
+        ignored_any |= status == losses.IGNORED
+        null = status != losses.OK
+        arrays.append(pa.array(out, mask=null if null.any() else None))
+        names.append(loss)
+        if summary is not None:
+            summary.add_losses(loss, out)
+            if loss == "cce" and isinstance(label, (pa.Array,)) and pa.types.is_integer(label.type):
+                summary.add_classes(label.fill_null(-1).to_numpy(zero_copy_only=False), out)
+    if summary is not None:
+        summary.rows += len(batch)
+        summary.invalid += int(bad_any.sum())
+        summary.ignored += int((ignored_any & ~bad_any).sum())
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInputError:
+    """The API's error re-addressed to the user's column name and the global row number."""
+    column = {"pred": cols.describe("pred"), "target": cols.describe("label")}.get(e.column, e.column)
+    return InvalidInputError(
+        e.reason,
+        row=None if e.row is None else e.row + row_offset,
+        column=column,
+        status=e.status,
+        n_invalid=e.n_invalid,
+        detail=e.detail,
+    )

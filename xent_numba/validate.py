@@ -1,0 +1,105 @@
+"""Input checks shared by the CPU and GPU backends.
+
+Structural checks (shapes, weights) run here before any kernel; per-row value checks are
+fused into the kernels, which write a status per row. This module turns those statuses
+into the error a user reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import losses
+from .arrow import Dense
+from .errors import InvalidInputError
+
+
+def check_lengths(n_pred: int, n_target: int) -> None:
+    if n_pred != n_target:
+        raise InvalidInputError(
+            f"pred has {n_pred} rows but target has {n_target}; they must match row for row"
+        )
+
+
+def max_classes(pred) -> int:
+    if isinstance(pred, Dense):
+        return pred.values.shape[1]
+    lengths = pred.lengths()
+    return int(lengths.max()) if lengths.size else 0
+
+
+def weights(w, name: str, n_classes: int, *, scalar_ok: bool) -> np.ndarray:
+    """``class_weight``/``pos_weight`` as a float64 vector (empty: none; one entry: broadcast)."""
+    if w is None:
+        return np.empty(0, dtype=np.float64)
+    arr = np.asarray(w, dtype=np.float64)
+    if arr.ndim == 0:
+        if not scalar_ok:
+            raise InvalidInputError(f"{name} must be a vector with one weight per class")
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise InvalidInputError(f"{name} must hold finite weights >= 0")
+    if (arr.size > 1 or not scalar_ok) and arr.size < n_classes:
+        raise InvalidInputError(
+            f"{name} has {arr.size} entries but rows have up to {n_classes} classes"
+        )
+    return arr
+
+
+def _first_bad(values, good):
+    idx = np.flatnonzero(~good)
+    return (int(idx[0]), float(values[idx[0]])) if idx.size else (None, None)
+
+
+def _row(layout, i):
+    return layout[i] if isinstance(layout, np.ndarray) else layout.row(i)
+
+
+def describe(status: int, i: int, pred, target, prm) -> tuple[str, str]:
+    """(column, detail) for row ``i`` whose kernel status is ``status``."""
+    p = np.asarray(_row(pred, i), dtype=np.float64)
+    if status in (losses.PRED_NONFINITE, losses.PRED_RANGE):
+        good = np.isfinite(p) if status == losses.PRED_NONFINITE else (p >= 0) & (p <= 1)
+        c, v = _first_bad(p, good)
+        return "pred", f"value {v!r} at class {c}"
+    if status == losses.LABEL_RANGE:
+        y = int(target[i])
+        return "target", f"label {y}, but the row has {p.size} classes (valid: 0..{p.size - 1})"
+    t = np.asarray(_row(target, i), dtype=np.float64)
+    if status == losses.TARGET_VALUE:
+        good = (t >= 0) & np.isfinite(t) if not prm.bce else (t >= 0) & (t <= 1)
+        c, v = _first_bad(t, good)
+        rule = "in [0, 1]" if prm.bce else "finite and >= 0"
+        return "target", f"value {v!r} at class {c}; targets must be {rule}"
+    if status == losses.TARGET_SUM:
+        return "target", f"sums to {t.sum():.6g}; use bce for multi-label targets"
+    if status == losses.LENGTH:
+        return "target", f"pred has {p.size} values, target has {t.size}"
+    if status == losses.EMPTY_ROW:
+        return "pred", "an empty list"
+    return "", ""
+
+
+def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0) -> None:
+    """Raise ``InvalidInputError`` for the first row whose status is an error (not IGNORED)."""
+    bad = status > losses.IGNORED
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    s = int(status[i])
+    if s == losses.NULL_ROW:
+        in_pred = pred_nulls is not None and pred_nulls[i]
+        column, detail = ("pred" if in_pred else "target"), "a null row or a null value in it"
+    else:
+        column, detail = describe(s, i, pred, target, prm)
+    raise InvalidInputError(
+        losses.REASONS[s],
+        row=i + row_offset,
+        column=column or None,
+        status=s,
+        n_invalid=int(bad.sum()),
+        detail=detail,
+    )
+
