@@ -1,0 +1,263 @@
+"""Score Parquet datasets on a Dask cluster (``xent score --engine dask``).
+
+The data is read with ``dask.dataframe.read_parquet`` (only the needed columns, one
+partition per row group), every partition is scored by ``pipeline.score_batch`` (the same
+kernels and checks as the local engine) through ``map_partitions``, and each partition
+writes one part file of a Parquet dataset. Partition summaries (exact counts and sums,
+mergeable log-binned quantile sketches, see ``xent_numba.summary``) are merged on the client.
+
+The output directory is written under a temporary name beside the target and renamed only
+when every partition succeeded; on any error it is removed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InvalidInputError
+from .pipeline import ScoreOptions, resolve_columns, score_batch
+from .summary import Summary
+
+_SUMMARY_META = pd.DataFrame({"rows": pd.Series([], dtype="int64"), "summary": pd.Series([], dtype=object)})
+
+
+def _import_dask():
+    try:
+        import dask.dataframe as dd
+        import distributed
+    except ImportError:
+        raise InvalidInputError(
+            "--engine dask needs Dask: pip install 'xent-numba[dask]'"
+        ) from None
+    return dd, distributed
+
+
+# ---- Python API ---------------------------------------------------------------------------
+
+
+def score(ddf, loss: str = "cce", *, pred="pred", label="label", keep=(), **options):
+    """Score a Dask DataFrame lazily: ``-> dask.dataframe.DataFrame`` of the kept columns
+    followed by ``cce`` and/or ``bce`` (one row per input row, partitions preserved).
+
+    ``options`` are those of ``xent score`` / ``pipeline.ScoreOptions``: ``from_logits``,
+    ``log_base``, ``eps``, ``label_smoothing``, ``class_weight``, ``pos_weight``,
+    ``ignore_index``, ``bce_reduce``, ``device``, ``on_invalid`` ("error" or "null").
+    Errors name the partition and the row within it.
+
+    >>> scored = xent_numba.dask.score(dd.read_parquet("dump/"), loss="both", keep=["id"])
+    """
+    _import_dask()
+    opts = ScoreOptions(loss=loss, pred=pred, label=label, keep=tuple(keep), **options)
+    meta_table = _arrow(ddf._meta)
+    cols = resolve_columns(meta_table.schema, opts)
+    out_type = _result_type(ddf._meta, cols)
+    meta = pd.DataFrame({k: ddf._meta[k] for k in cols.keep})
+    for name in opts.losses:
+        meta[name] = pd.Series([], dtype=pd.ArrowDtype(out_type))
+    return ddf.map_partitions(_score_frame, opts, cols, out_type, meta=meta, align_dataframes=False)
+
+
+def _result_type(meta: pd.DataFrame, cols) -> pa.DataType:
+    dtype = meta[cols.pred[0]].dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        t = dtype.pyarrow_dtype
+        while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            t = t.value_type
+        if t == pa.float64():
+            return pa.float64()
+        if pa.types.is_floating(t):
+            return pa.float32()
+    return pa.float32() if dtype == np.float32 else pa.float64()
+
+
+def _arrow(df: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _score_frame(df, opts, cols, out_type, partition_info=None):
+    part = partition_info["number"] if partition_info else None
+    try:
+        batch = score_batch(_arrow(df), opts, cols)
+    except InvalidInputError as e:
+        raise _with_source(e, f"partition {part}" if part is not None else None) from None
+    table = pa.Table.from_batches([batch])
+    table = table.cast(pa.schema([f if f.name not in opts.losses else pa.field(f.name, out_type) for f in table.schema]))
+    out = table.to_pandas(types_mapper=pd.ArrowDtype)
+    out.index = df.index
+    return out
+
+
+def _with_source(e: InvalidInputError, source, row_offset=0) -> InvalidInputError:
+    return InvalidInputError(
+        e.reason,
+        row=None if e.row is None else e.row + row_offset,
+        column=e.column,
+        status=e.status,
+        n_invalid=e.n_invalid,
+        detail=e.detail,
+        source=source,
+    )
+
+
+# ---- the CLI engine ---------------------------------------------------------------------
+
+
+def expand_inputs(inputs) -> list[str]:
+    """Parquet files named by INPUT arguments: files, directories (their ``*.parquet``,
+    sorted) and globs, in the order given."""
+    files: list[str] = []
+    for item in inputs:
+        item = str(item)
+        if os.path.isdir(item):
+            found = sorted(str(p) for p in Path(item).rglob("*.parquet") if p.is_file())
+            if not found:
+                raise InvalidInputError(f"{item}: directory holds no .parquet files")
+            files += found
+        elif any(ch in item for ch in "*?["):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise InvalidInputError(f"{item}: no file matches this pattern")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise InvalidInputError(f"{item}: no such file or directory")
+    return files
+
+
+def _plan(files):
+    """``[(file, global_row_offset)]`` per row group, from the Parquet footers, and the schema."""
+    plan, offset, schema = [], 0, None
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except Exception as exc:  # corrupt, truncated or not Parquet
+            raise InvalidInputError(f"cannot read Parquet ({exc})", source=f) from None
+        if schema is None:
+            schema = meta.schema.to_arrow_schema()
+        for rg in range(meta.num_row_groups):
+            plan.append((f, offset))
+            offset += meta.row_group(rg).num_rows
+    return plan, schema, offset
+
+
+def _score_and_write(df, opts, cols, plan, tmpdir, threads, partition_info=None):
+    """Score one partition, write its part file, return a one-row frame with its summary."""
+    import numba
+
+    if threads:
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    number = partition_info["number"] if partition_info else 0
+    source, offset = plan[number] if number < len(plan) else (None, 0)
+    summary = Summary()
+    try:
+        batch = score_batch(_arrow(df), opts, cols, row_offset=offset, summary=summary)
+    except InvalidInputError as e:
+        raise _with_source(e, source) from None
+    pq.write_table(pa.Table.from_batches([batch]), os.path.join(tmpdir, f"part.{number:05d}.parquet"))
+    return pd.DataFrame({"rows": [len(df)], "summary": [pickle.dumps(summary)]})
+
+
+def _cluster(scheduler, workers, distributed):
+    if scheduler:
+        return distributed.Client(scheduler), None
+    n = workers or os.cpu_count() or 1
+    cluster = distributed.LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+    )
+    return distributed.Client(cluster), cluster
+
+
+def score_files(
+    inputs,
+    output,
+    opts: ScoreOptions,
+    *,
+    fmt: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    on_progress=None,
+    on_start=None,
+    **_ignored,
+) -> Summary:
+    """Score Parquet files into the Parquet dataset directory ``output`` on a Dask cluster.
+
+    Without ``scheduler`` an embedded ``LocalCluster`` (``workers`` processes, default one
+    per core) is started and shut down; with ``scheduler="tcp://host:port"`` an existing
+    cluster is used (its workers need xent-numba installed and must see the input and
+    output paths).
+    """
+    dd, distributed = _import_dask()
+    if fmt not in (None, "parquet"):
+        raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise InvalidInputError(f"{output} exists; pass --overwrite to replace it")
+    files = expand_inputs(inputs)
+    plan, schema, total = _plan(files)
+    cols = resolve_columns(schema, opts)
+    if on_start:
+        on_start(total)
+    tmpdir = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmpdir.mkdir(parents=True)
+    summary = Summary()
+    try:
+        if total == 0:
+            empty = pa.Table.from_batches([], schema=schema.select(cols.needed))
+            batch = score_batch(empty, opts, cols, summary=summary)
+            pq.write_table(pa.Table.from_batches([batch]), tmpdir / "part.00000.parquet")
+        else:
+            summary = _run(dd, distributed, files, plan, cols, opts, str(tmpdir), scheduler, workers, on_progress)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmpdir, out)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return summary
+
+
+def _run(dd, distributed, files, plan, cols, opts, tmpdir, scheduler, workers, on_progress):
+    ddf = dd.read_parquet(files, columns=cols.needed, split_row_groups=True, dtype_backend="pyarrow")
+    if ddf.npartitions != len(plan):  # one partition per row group is what the plan assumes
+        raise RuntimeError(f"expected {len(plan)} partitions, Dask made {ddf.npartitions}")
+    client, cluster = _cluster(scheduler, workers, distributed)
+    try:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or 1)
+        threads = max(1, (os.cpu_count() or 1) // n_workers) if cluster is not None else None
+        parts = ddf.map_partitions(
+            _score_and_write, opts, cols, plan, tmpdir, threads, meta=_SUMMARY_META, align_dataframes=False
+        )
+        futures = client.compute(parts.to_delayed())
+        summary = Summary()
+        done = 0
+        for fut in distributed.as_completed(futures):
+            try:
+                frame = fut.result()
+            except Exception as exc:
+                client.cancel(futures)
+                if isinstance(exc, InvalidInputError):
+                    raise
+                i = futures.index(fut)
+                raise InvalidInputError(f"cannot read or score this file ({exc})", source=plan[i][0]) from None
+            for blob in frame["summary"]:
+                summary.merge(pickle.loads(blob))
+            done += int(frame["rows"].sum())
+            if on_progress:
+                on_progress(done)
+        return summary
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
