@@ -1,0 +1,299 @@
+"""Pictures of a scores file (``xent report``): a histogram of per-row losses (log-scaled
+counts), the mean CCE per class when index labels were kept, and the summary statistics.
+
+The scores file is what ``xent score`` writes (Parquet file or dataset directory, CSV,
+JSON Lines or Feather/Arrow IPC): the kept columns, then ``cce`` and/or ``bce``. Only the
+loss columns and the label column are read. The statistics are those of the end-of-run
+summary (``xent_numba.summary``), so the numbers match what ``xent score`` printed.
+
+PNG output is one figure; HTML embeds the same figures (as base64 PNG) beside an HTML table.
+Needs matplotlib (``pip install 'xent-numba[plot]'``); figures are drawn without pyplot, on
+the Agg canvas, so nothing global is changed and no display is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import InvalidInputError
+from .summary import Summary
+
+LOSSES = ("cce", "bce")
+MAX_CLASSES_SHOWN = 40
+FORMATS = {".png": "png", ".html": "html", ".htm": "html"}
+
+
+def _matplotlib():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InvalidInputError(
+            "xent report needs matplotlib: pip install 'xent-numba[plot]'"
+        ) from None
+    return Figure
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def _read_table(path: Path, columns=None) -> pa.Table:
+    suffix = path.suffix.lower()
+    try:
+        if path.is_dir() or suffix in (".parquet", ".pq", ".parq"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path, columns=columns)
+        if suffix in (".feather", ".arrow", ".ipc"):
+            import pyarrow.feather as feather
+
+            return feather.read_table(path, columns=columns)
+        if suffix == ".csv":
+            import pyarrow.csv as csv
+
+            return csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=columns))
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            import pyarrow.json as pj
+
+            t = pj.read_json(path)
+            return t.select(columns) if columns is not None else t
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInputError(f"{path}: cannot read the scores file ({exc})") from None
+    raise InvalidInputError(
+        f"{path}: unknown scores format {suffix!r}; expected .parquet (or a directory), .csv, "
+        ".jsonl or .feather"
+    )
+
+
+def _schema_names(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in (".parquet", ".pq", ".parq"):
+        import pyarrow.dataset as ds
+
+        try:
+            return list(ds.dataset(path, format="parquet").schema.names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidInputError(f"{path}: cannot read the scores file ({exc})") from None
+    if suffix == ".csv":
+        with open(path, encoding="utf-8") as f:
+            import csv as pycsv
+
+            return next(pycsv.reader([f.readline()]), [])
+    return list(_read_table(path).schema.names)
+
+
+def load_scores(scores_path, label: str | None = None) -> tuple[dict, np.ndarray | None, str | None]:
+    """``({loss: float64 array with NaN for null}, labels or None, label column or None)``.
+
+    ``label`` names an integer column kept in the scores file (``xent score --keep label``);
+    without it a column named ``label`` is used when it holds integers."""
+    path = Path(scores_path)
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such file or directory")
+    names = _schema_names(path)
+    found = [n for n in LOSSES if n in names]
+    if not found:
+        raise InvalidInputError(
+            f"{path}: no 'cce' or 'bce' column (columns: {', '.join(names) or 'none'}); "
+            "is it a file written by `xent score`?"
+        )
+    label_col = label
+    if label is not None and label not in names:
+        raise InvalidInputError(
+            f"--label column {label!r} is not in {path} (columns: {', '.join(names)}); "
+            "keep it when scoring: xent score ... --keep " + label
+        )
+    if label is None and "label" in names:
+        label_col = "label"
+    table = _read_table(path, columns=found + ([label_col] if label_col else []))
+    losses = {}
+    for n in found:
+        col = table.column(n)
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
+            raise InvalidInputError(f"{path}: column {n!r} is {col.type}, not a number")
+        losses[n] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    labels = None
+    if label_col:
+        col = table.column(label_col)
+        if pa.types.is_integer(col.type):
+            labels = col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        elif label is not None:
+            raise InvalidInputError(
+                f"--label column {label!r} is {col.type}; per-class means need integer class indices"
+            )
+        else:
+            label_col = None
+    return losses, labels, label_col
+
+
+def summarize(losses: dict, labels: np.ndarray | None) -> Summary:
+    s = Summary()
+    s.rows = len(next(iter(losses.values())))
+    for name, v in losses.items():
+        s.add_losses(name, v)
+    if labels is not None and "cce" in losses:
+        s.add_classes(labels, losses["cce"])
+    return s
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    return "inf" if math.isinf(v) else f"{v:.4g}"
+
+
+def summary_rows(summary: Summary, losses: dict) -> tuple[list[str], list[list[str]]]:
+    """The summary table: a header and one row per statistic (one column per loss)."""
+    names = list(losses)
+    stats = {n: summary.stats[n].to_dict() if n in summary.stats else {} for n in names}
+    header = ["statistic"] + names
+    rows = [["rows"] + [_fmt(summary.rows) for _ in names]]
+    rows.append(["null (invalid/ignored)"] + [_fmt(int(np.isnan(losses[n]).sum())) for n in names])
+    for key in ("mean", "median", "p95", "min", "max"):
+        rows.append([key] + [_fmt(stats[n].get(key)) for n in names])
+    rows.append(["infinite"] + [_fmt(summary.stats[n].n_inf if n in summary.stats else 0) for n in names])
+    return header, rows
+
+
+def _per_class(summary: Summary):
+    seen = np.flatnonzero(summary.class_count)
+    means = summary.class_sum[seen] / summary.class_count[seen]
+    return seen, means, summary.class_count[seen]
+
+
+def build_figure(losses: dict, summary: Summary, *, label_col=None, with_table: bool = True):
+    """One matplotlib Figure: a histogram per loss, mean CCE per class (index labels), and
+    (``with_table``) the summary table."""
+    Figure = _matplotlib()
+    has_classes = "cce" in losses and summary.class_count.size and summary.class_count.sum() > 0
+    n_rows = 1 + bool(has_classes) + bool(with_table)
+    heights = [3.2] + ([3.0] if has_classes else []) + ([2.4] if with_table else [])
+    fig = Figure(figsize=(11, sum(heights) + 0.8), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(n_rows, len(losses), height_ratios=heights)
+    fig.suptitle(f"Per-row losses ({summary.rows:,} rows)", fontsize=13)
+    colors = {"cce": "#3366aa", "bce": "#cc6633"}
+    for j, (name, v) in enumerate(losses.items()):
+        ax = fig.add_subplot(grid[0, j])
+        finite = v[np.isfinite(v)]
+        if finite.size:
+            ax.hist(finite, bins=60, color=colors.get(name), log=True)
+            st = summary.stats[name].to_dict()
+            ax.axvline(st["mean"] if math.isfinite(st["mean"]) else np.mean(finite), color="k",
+                       linestyle="--", linewidth=1, label=f"mean {_fmt(st['mean'])}")
+            ax.axvline(st["median"], color="k", linestyle=":", linewidth=1, label=f"median {_fmt(st['median'])}")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+        hidden = int(v.size - finite.size)
+        note = f" ({hidden:,} null/inf not shown)" if hidden else ""
+        ax.set_title(f"{name.upper()} per row{note}", fontsize=10)
+        ax.set_xlabel(name)
+        ax.set_ylabel("rows (log scale)")
+    r = 1
+    if has_classes:
+        ax = fig.add_subplot(grid[r, :])
+        cls, means, counts = _per_class(summary)
+        title = f"mean CCE per class ({label_col})"
+        if cls.size > MAX_CLASSES_SHOWN:
+            order = np.sort(np.argsort(-means, kind="stable")[:MAX_CLASSES_SHOWN])
+            cls, means, counts = cls[order], means[order], counts[order]
+            title += f": the {MAX_CLASSES_SHOWN} worst of {summary.class_count.astype(bool).sum()} classes"
+        pos = np.arange(cls.size)
+        ax.bar(pos, means, color=colors["cce"])
+        ax.set_xticks(pos, [str(c) for c in cls], fontsize=8, rotation=90 if cls.size > 20 else 0)
+        ax.set_xlabel("class")
+        ax.set_ylabel("mean CCE")
+        ax.set_title(title, fontsize=10)
+        r += 1
+    if with_table:
+        ax = fig.add_subplot(grid[r, :])
+        ax.axis("off")
+        header, rows = summary_rows(summary, losses)
+        tbl = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="right")
+        tbl.auto_set_font_size(False)
+        tbl.set_fontsize(9)
+        tbl.scale(1, 1.15)
+    return fig
+
+
+def _png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _html(losses, summary, fig_png: bytes, source: str, label_col) -> str:
+    header, rows = summary_rows(summary, losses)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    classes = ""
+    if summary.class_count.size and summary.class_count.sum():
+        worst = summary.worst_classes(10)
+        trs = "".join(f"<tr><td>{c}</td><td>{m:.4g}</td><td>{n:,}</td></tr>" for c, m, n in worst)
+        classes = (
+            f"<h2>Worst classes by mean CCE ({html.escape(label_col or 'label')})</h2>"
+            f"<table><tr><th>class</th><th>mean CCE</th><th>rows</th></tr>{trs}</table>"
+        )
+    img = base64.b64encode(fig_png).decode("ascii")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>xent report: {html.escape(source)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>xent report</h1>
+<p>Scores: <code>{html.escape(source)}</code>, {summary.rows:,} rows.</p>
+<h2>Summary</h2>
+<table><tr>{th}</tr>{body}</table>
+{classes}
+<h2>Figures</h2>
+<img alt="histograms of per-row losses and per-class mean CCE" src="data:image/png;base64,{img}">
+</body></html>
+"""
+
+
+def render_report(scores_path, output, label: str | None = None) -> dict:
+    """Write a PNG or HTML report (chosen by ``output``'s suffix) of a scores file; return
+    ``{"output": path, "format": "png"|"html", "summary": Summary.to_dict()}``."""
+    out = Path(output)
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise InvalidInputError(f"{out}: the report must end in .png or .html")
+    _matplotlib()  # fail before reading a large file
+    if not out.parent.exists():
+        raise InvalidInputError(f"{out.parent}: output directory does not exist")
+    losses, labels, label_col = load_scores(scores_path, label)
+    summary = summarize(losses, labels)
+    fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png")
+    data = _png_bytes(fig)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        if fmt == "png":
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(_html(losses, summary, data, str(scores_path), label_col), encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"output": str(out), "format": fmt, "summary": summary.to_dict()}
+
+
+__all__ = ["render_report", "load_scores", "build_figure", "summarize"]
