@@ -500,7 +500,7 @@ def advise_file(
         try:
             cols = resolve_columns(f.schema_arrow, opts)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{path}: {exc}") from None
+            raise InvalidInputError(f"{path}: {exc.reason}") from None
         for batch in f.iter_batches(batch_size=min(65_536, sample_rows), columns=list(cols.pred + cols.label)):
             batch = batch.slice(0, sample_rows - got)
             preds.append(_column(batch, cols.pred))
