@@ -54,6 +54,14 @@ def score(
     """
     if on_invalid not in losses.ON_INVALID:
         raise InvalidInputError(f"on_invalid must be 'error' or 'nan'; got {on_invalid!r}")
+    if backend.is_device_array(pred) or backend.is_device_array(target):
+        from . import gpu  # GPU inputs imply device="cuda"; the results stay on the GPU
+
+        return gpu.score_device(
+            loss, pred, target, from_logits=from_logits, log_base=log_base, eps=eps,
+            label_smoothing=label_smoothing, class_weight=class_weight, pos_weight=pos_weight,
+            ignore_index=ignore_index, reduce=reduce, on_invalid=on_invalid,
+        )
     n = _rows(pred)
     validate.check_lengths(n, _rows(target))
     engine = backend.kernels(backend.resolve(device))

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 from .errors import InvalidInputError
 from .losses import DEVICES
 
+log = logging.getLogger("xent_numba")
+
+SIMULATOR_ENV = "XENT_NUMBA_SIMULATOR"
+
 
 def cuda_usable() -> bool:
-    """True when numba-cuda sees a usable GPU (or the CUDA simulator is enabled)."""
+    """True when numba-cuda sees a usable GPU.
+
+    The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, which the test suite turns on) counts
+    only when ``XENT_NUMBA_SIMULATOR=1`` is set too: it is thousands of times slower than
+    the CPU kernels, so ``device="auto"`` must never pick it by accident.
+    """
     try:
+        from numba import config
+
+        if config.ENABLE_CUDASIM and os.environ.get(SIMULATOR_ENV) != "1":
+            return False
         from numba import cuda
 
         return bool(cuda.is_available())
@@ -21,13 +37,24 @@ def resolve(device: str) -> str:
     if device not in DEVICES:
         raise InvalidInputError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     if device == "auto":
-        return "cuda" if cuda_usable() else "cpu"
+        if cuda_usable():
+            return "cuda"
+        log.info("device='auto': no CUDA GPU is usable here, scoring on the CPU")
+        return "cpu"
     if device == "cuda" and not cuda_usable():
         raise InvalidInputError(
             "device='cuda' was asked for but no CUDA GPU is usable here "
             "(numba.cuda.is_available() is False); use device='cpu' or 'auto'"
         )
     return device
+
+
+def is_device_array(x) -> bool:
+    """True for GPU arrays (CuPy, PyTorch CUDA tensors, Numba device arrays): anything with
+    ``__cuda_array_interface__``, or the CUDA simulator's stand-in. Imports no CUDA."""
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    return type(x).__module__.startswith("numba.cuda.simulator")
 
 
 def kernels(name: str):
