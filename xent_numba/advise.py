@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import api, losses
+from . import losses
 from .arrow import Ragged, as_rows
 from .errors import InvalidInputError
 
@@ -285,22 +285,31 @@ def _num(x) -> float:
 
 
 def _example(pred, label, i: int, pred_kind: str) -> str | None:
-    """One row of the user's data scored both ways, as a sentence (nats)."""
+    """Row ``i`` of the user's data scored both ways, as a sentence (nats). Plain NumPy on one
+    row (the same formulas as the kernels, clipping as ``eps="auto"`` in float64), so the
+    advice never waits for a kernel to compile."""
     try:
-        p = _take(pred, i)
-        t = _take(label, i)
-        logits = pred_kind == "logits"
-        c = api.cce(p, t, from_logits=logits, on_invalid="nan")[0]
-        b = api.bce(p, t, from_logits=logits, on_invalid="nan")[0]
-        if math.isnan(c) and math.isnan(b):
-            return None
-        row = np.asarray(p[0] if isinstance(p, list) else p.to_pylist()[0], dtype=np.float64)
-        shown = ", ".join(f"{v:.3g}" for v in row[:6]) + (", ..." if row.size > 6 else "")
-        tv = t.to_pylist()[0]
-        target = f"true class {tv}" if not isinstance(tv, list) else f"label {_short(tv)}"
+        p = np.asarray(_take(pred, i).to_pylist()[0], dtype=np.float64)
+        tv = _take(label, i).to_pylist()[0]
+        t = np.asarray(tv, dtype=np.float64) if isinstance(tv, list) else np.eye(p.size)[int(tv)]
+        if pred_kind == "logits":
+            m = p.max()
+            log_soft = p - m - np.log(np.exp(p - m).sum())
+            c = -(t * log_soft).sum()
+            b = (np.maximum(p, 0) - p * t + np.log1p(np.exp(-np.abs(p)))).sum()
+        else:
+            e = np.finfo(np.float64).eps
+            q = np.clip(p, e, 1 - e)
+            c = -(t * np.log(q)).sum()
+            b = -(t * np.log(q) + (1 - t) * np.log1p(-q)).sum()
+        if not (t.min() >= 0 and abs(t.sum() - 1) <= SUM_TOL):
+            c = math.nan  # CCE is not defined for this target row
+        shown = ", ".join(f"{v:.3g}" for v in p[:6]) + (", ..." if p.size > 6 else "")
+        what = "logits" if pred_kind == "logits" else "pred"
+        target = f"label {_short(tv)}" if isinstance(tv, list) else f"true class {tv}"
         fmt = lambda v: "not defined" if math.isnan(v) else f"{v:.4g}"  # noqa: E731
         return (
-            f"For example row {i} (pred [{shown}], {target}): CCE {fmt(c)} vs summed BCE "
+            f"For example row {i} ({what} [{shown}], {target}): CCE {fmt(c)} vs summed BCE "
             f"{fmt(b)} (nats)."
         )
     except Exception:  # the example is a nicety; the advice never fails because of it

@@ -55,6 +55,12 @@ def _root(
 # ---- advise / report (issue 7) --------------------------------------------------------
 
 
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _advice_panel(advice: dict):
     """The readable form of ``xent advise``: a rich panel."""
     from rich.console import Group
@@ -107,7 +113,7 @@ def advise_cmd(
     try:
         advice = advise_file(inputs, pred=pred, label=label, sample_rows=sample_rows, ignore_index=ignore_index)
     except InvalidInputError as e:
-        fail(str(e), 2)
+        fail(_escape(str(e)), 2)
     if as_json:
         typer.echo(json.dumps(advice, indent=2))
     else:
@@ -132,9 +138,9 @@ def report_cmd(
     try:
         res = render_report(scores, output, label=label)
     except InvalidInputError as e:
-        fail(str(e), 2)
+        fail(_escape(str(e)), 2)
     except OSError as e:
-        fail(f"{output}: cannot write the report ({e.strerror or e})", 2)
+        fail(_escape(f"{output}: cannot write the report ({e.strerror or e})"), 2)
     out_console.print(f"Wrote {res['output']} ({res['format'].upper()}, {res['summary']['rows']:,} rows)", highlight=False)
 
 

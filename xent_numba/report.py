@@ -112,7 +112,7 @@ def load_scores(scores_path, label: str | None = None) -> tuple[dict, np.ndarray
         )
     if label is None and "label" in names:
         label_col = "label"
-    table = _read_table(path, columns=found + ([label_col] if label_col else []))
+    table = _read_table(path, columns=list(dict.fromkeys(found + ([label_col] if label_col else []))))
     losses = {}
     for n in found:
         col = table.column(n)
