@@ -11,15 +11,23 @@ Every kernel writes one loss per row into ``out`` and one status code per row in
 Rows are scored by the small row functions below, which state their formula. All
 arithmetic is carried out in float64 whatever the input dtype; inputs may be read-only
 (zero-copy Arrow buffers).
+
+Speed: ``exp``/``log`` come from ``_fastmath`` (no library calls), so the loops over a
+row's classes vectorise; ``fastmath`` allows reassociation (vectorised sums) but never
+``nnan``/``ninf``. The common case (no label smoothing, no weights) has one lean row
+function per mode (``_fast_*``); options fall back to the general row functions.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from . import _fastmath as fm
 from .arrow import Dense, Ragged
 from .losses import (
     EMPTY_ROW,
@@ -37,20 +45,35 @@ _INF = math.inf
 _NAN = math.nan
 _SUM_ATOL = 1e-3  # losses.DENSE_SUM_RTOL, against a target sum of 1
 
-_jit = dict(cache=True, nogil=True)
-_pjit = dict(cache=True, nogil=True, parallel=True)
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # never nnan / ninf
+_jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
+_pjit = dict(_jit, parallel=True)
+_ijit = dict(_jit, inline="always")  # tiny helpers: inlined so the loops around them vectorise
+
+
+@njit(**_ijit)
+def _max(a, b):
+    """``max`` as a select (the builtin's NaN handling keeps loops from vectorising)."""
+    return a if a > b else b
+
+
+@njit(**_ijit)
+def _clip(p, lo, hi):
+    """``min(max(p, lo), hi)`` as selects."""
+    p = p if p > lo else lo
+    return p if p < hi else hi
 
 
 @njit(**_jit)
 def _log(p, prm):
     """Clipped log of a probability: ``max(log(clip(p, lo, hi)), logmin)``."""
-    return max(math.log(min(max(p, prm.lo), prm.hi)), prm.logmin)
+    return _max(fm.log(_clip(p, prm.lo, prm.hi)), prm.logmin)
 
 
 @njit(**_jit)
 def _log1m(p, prm):
     """Clipped ``log(1 - p)``: ``max(log1p(-clip(p, lo, hi)), logmin)``."""
-    return max(math.log1p(-min(max(p, prm.lo), prm.hi)), prm.logmin)
+    return _max(fm.log1p(-_clip(p, prm.lo, prm.hi)), prm.logmin)
 
 
 @njit(**_jit)
@@ -89,11 +112,11 @@ def _lse(p):
     """Max-shifted log-sum-exp: ``m + log(sum_c exp(x_c - m))``, ``m = max_c x_c``."""
     m = -_INF
     for c in range(p.shape[0]):
-        m = max(m, float(p[c]))
+        m = _max(m, float(p[c]))
     s = 0.0
     for c in range(p.shape[0]):
-        s += math.exp(float(p[c]) - m)
-    return m + math.log(s)
+        s += fm.exp(float(p[c]) - m)
+    return m + fm.log(s)
 
 
 @njit(**_jit)
@@ -165,7 +188,7 @@ def _bce_term(x, t, pw, prm):
     From probabilities, a term whose target weight is 0 is skipped (one log for hard targets).
     """
     if prm.from_logits:
-        return (1.0 - t) * x + (1.0 + (pw - 1.0) * t) * (math.log1p(math.exp(-abs(x))) + max(-x, 0.0))
+        return (1.0 - t) * x + (1.0 + (pw - 1.0) * t) * (fm.log1p(fm.exp(-abs(x))) + _max(-x, 0.0))
     acc = 0.0
     if t != 0.0:
         acc += pw * t * _log(x, prm)
@@ -238,6 +261,526 @@ def _dense_row(p, t, prm, w, pw):
     return _cce_dense_row(p, t, prm, w)
 
 
+# ---- the common case: no label smoothing, no class_weight / pos_weight -------------------
+#
+# Each row function reads a row ``v[a : a + n]`` of a flat values array. Validation is a
+# branch-free pass (flags OR-ed over the row); the scoring pass then runs without branches,
+# so both vectorise. Error rows are sorted out after the row is read, off the hot path.
+
+
+@njit(**_jit)
+def _span(offs, width, i):
+    """``(start, length)`` of row ``i``: ``width`` > 0 for a dense (N, C) array, else offsets."""
+    if width >= 0:
+        return i * width, width
+    a = offs[i]
+    return a, offs[i + 1] - a
+
+
+@njit(**_jit)
+def _prob_status(v, a, n):
+    """Status of a probability row: OK, PRED_RANGE, or PRED_NONFINITE (NaN/inf anywhere)."""
+    bad = False
+    for c in range(a, a + n):
+        x = v[c]
+        bad |= not ((x >= 0.0) & (x <= 1.0))
+    if not bad:
+        return OK
+    fin = True
+    for c in range(a, a + n):
+        fin &= abs(float(v[c])) < _INF
+    return PRED_RANGE if fin else PRED_NONFINITE
+
+
+@njit(**_jit)
+def _logit_max(v, a, n):
+    """``(max, all finite)`` of a logit row in one pass."""
+    m = -_INF
+    fin = True
+    for c in range(a, a + n):
+        x = float(v[c])
+        m = x if x > m else m
+        fin &= abs(x) < _INF
+    return m, fin
+
+
+@njit(**_jit)
+def _sum_exp(v, a, n, m):
+    """``sum_c exp(x_c - m)`` over a row (vectorised exp, reassociated sum)."""
+    s = 0.0
+    for c in range(a, a + n):
+        s += fm.exp(float(v[c]) - m)
+    return s
+
+
+@njit(**_ijit)
+def _clog(p, lo, hi, logmin):
+    """Clipped log of a probability (the eps policy), vectorisable."""
+    return _max(fm.log(_clip(p, lo, hi)), logmin)
+
+
+@njit(**_jit)
+def _cce_target_status(t, b, n):
+    """Dense CCE target row: OK, TARGET_VALUE (negative/NaN/inf) or TARGET_SUM (not 1)."""
+    bad = False
+    tsum = 0.0
+    for c in range(b, b + n):
+        tc = float(t[c])
+        bad |= not ((tc >= 0.0) & (tc < _INF))
+        tsum += tc
+    if bad:
+        return TARGET_VALUE
+    if abs(tsum - 1.0) > _SUM_ATOL:
+        return TARGET_SUM
+    return OK
+
+
+@njit(**_jit)
+def _index_status(n, y, prm):
+    if n == 0:
+        return EMPTY_ROW
+    if prm.has_ignore and y == prm.ignore_index and not prm.bce:
+        return IGNORED
+    if y < 0 or y >= n:
+        return LABEL_RANGE
+    return OK
+
+
+@njit(**_jit)
+def _fast_cce_prob_index(v, a, n, y, prm):
+    """``-log p_y`` (clipped)."""
+    s = _prob_status(v, a, n)
+    if s != OK:
+        return _NAN, s
+    return -_clog(float(v[a + y]), prm.lo, prm.hi, prm.logmin), OK
+
+
+@njit(**_jit)
+def _fast_cce_logit_index(v, a, n, y, prm):
+    """``m + log sum_c exp(x_c - m) - x_y``."""
+    m, fin = _logit_max(v, a, n)
+    if not fin:
+        return _NAN, PRED_NONFINITE
+    return (m - float(v[a + y])) + fm.log(_sum_exp(v, a, n, m)), OK
+
+
+@njit(**_jit)
+def _fast_bce_prob_index(v, a, n, y, prm):
+    """``-log p_y - sum_{c != y} log(1 - p_c)`` (clipped), one log per class."""
+    s = _prob_status(v, a, n)
+    if s != OK:
+        return _NAN, s
+    acc = 0.0
+    for c in range(n):
+        acc += _bce_hard(float(v[a + c]), c == y, prm.lo, prm.hi, prm.logmin)
+    return acc, OK
+
+
+@njit(**_jit)
+def _fast_bce_logit_index(v, a, n, y, prm):
+    """``sum_c max(x_c, 0) - x_c t_c + log1p(exp(-|x_c|))`` with ``t`` one-hot at ``y``."""
+    fin = True
+    acc = 0.0
+    for c in range(n):
+        x = float(v[a + c])
+        fin &= abs(x) < _INF
+        acc += _softplus_term(x, 1.0 if c == y else 0.0)
+    if not fin:
+        return _NAN, PRED_NONFINITE
+    return acc, OK
+
+
+@njit(**_ijit)
+def _bce_hard(p, on, lo, hi, logmin):
+    """``-log p`` if ``on`` else ``-log(1 - p)`` (clipped), with a single log:
+    ``log1p(-p) = log(1 - p) + (-p - ((1 - p) - 1)) / (1 - p)``."""
+    pc = _clip(p, lo, hi)
+    q = pc if on else 1.0 - pc
+    corr = 0.0 if (on | (q == 0.0)) else (-pc - (q - 1.0)) / q
+    return -_max(fm.log(q) + corr, logmin)
+
+
+@njit(**_ijit)
+def _bce_soft(p, t, lo, hi, logmin):
+    """``-[t log p + (1 - t) log(1 - p)]`` (clipped); a term with weight 0 is skipped."""
+    pc = _clip(p, lo, hi)
+    lp = _max(fm.log(pc), logmin)
+    l1 = _max(fm.log1p(-pc), logmin)
+    return -((t * lp if t != 0.0 else 0.0) + ((1.0 - t) * l1 if t != 1.0 else 0.0))
+
+
+@njit(**_ijit)
+def _softplus_term(x, t):
+    """BCE from a logit: ``max(x, 0) - x t + log1p(exp(-|x|))``."""
+    return _max(x, 0.0) - x * t + fm.log1p(fm.exp(-abs(x)))
+
+
+@njit(**_jit)
+def _fast_cce_prob_dense(v, a, t, b, n, prm):
+    """``sum_c t_c (-log p_c)`` over classes with ``t_c != 0`` (clipped logs)."""
+    s = _cce_target_status(t, b, n)
+    if s == OK:
+        s = _prob_status(v, a, n)
+    if s != OK:
+        return _NAN, s
+    acc = 0.0
+    for c in range(n):
+        tc = float(t[b + c])
+        lp = _clog(float(v[a + c]), prm.lo, prm.hi, prm.logmin)
+        acc += tc * lp if tc != 0.0 else 0.0
+    return -acc, OK
+
+
+@njit(**_jit)
+def _fast_cce_logit_dense(v, a, t, b, n, prm):
+    """``sum_c t_c (lse - x_c)`` over classes with ``t_c != 0``, ``lse`` max-shifted."""
+    s = _cce_target_status(t, b, n)
+    if s != OK:
+        return _NAN, s
+    m, fin = _logit_max(v, a, n)
+    if not fin:
+        return _NAN, PRED_NONFINITE
+    lse = m + fm.log(_sum_exp(v, a, n, m))
+    acc = 0.0
+    for c in range(n):
+        tc = float(t[b + c])
+        acc += tc * (lse - float(v[a + c])) if tc != 0.0 else 0.0
+    return acc, OK
+
+
+@njit(**_jit)
+def _bce_target_status(t, b, n):
+    """``(status, hard)``: TARGET_VALUE unless every target is in [0, 1]; hard: all 0 or 1."""
+    bad = False
+    hard = True
+    for c in range(b, b + n):
+        tc = float(t[c])
+        bad |= not ((tc >= 0.0) & (tc <= 1.0))
+        hard &= (tc == 0.0) | (tc == 1.0)
+    return (TARGET_VALUE if bad else OK), hard
+
+
+@njit(**_jit)
+def _fast_bce_prob_dense(v, a, t, b, n, prm):
+    """``-sum_c [t_c log p_c + (1 - t_c) log(1 - p_c)]``; one log per class for 0/1 targets."""
+    s, hard = _bce_target_status(t, b, n)
+    if s == OK:
+        s = _prob_status(v, a, n)
+    if s != OK:
+        return _NAN, s
+    acc = 0.0
+    if hard:
+        for c in range(n):
+            acc += _bce_hard(float(v[a + c]), float(t[b + c]) != 0.0, prm.lo, prm.hi, prm.logmin)
+    else:
+        for c in range(n):
+            acc += _bce_soft(float(v[a + c]), float(t[b + c]), prm.lo, prm.hi, prm.logmin)
+    return acc, OK
+
+
+@njit(**_jit)
+def _fast_bce_logit_dense(v, a, t, b, n, prm):
+    """``sum_c max(x_c, 0) - x_c t_c + log1p(exp(-|x_c|))``."""
+    s, _ = _bce_target_status(t, b, n)
+    if s != OK:
+        return _NAN, s
+    fin = True
+    acc = 0.0
+    for c in range(n):
+        x = float(v[a + c])
+        fin &= abs(x) < _INF
+        acc += _softplus_term(x, float(t[b + c]))
+    if not fin:
+        return _NAN, PRED_NONFINITE
+    return acc, OK
+
+
+@njit(**_jit)
+def _fast_index_row(v, a, n, y, prm):
+    s = _index_status(n, y, prm)
+    if s != OK:
+        return _NAN, s
+    if prm.bce:
+        if prm.from_logits:
+            r, s = _fast_bce_logit_index(v, a, n, y, prm)
+        else:
+            r, s = _fast_bce_prob_index(v, a, n, y, prm)
+        return _bce_finish(r, n, prm), s
+    if prm.from_logits:
+        r, s = _fast_cce_logit_index(v, a, n, y, prm)
+    else:
+        r, s = _fast_cce_prob_index(v, a, n, y, prm)
+    return r * prm.scale, s
+
+
+@njit(**_jit)
+def _fast_dense_row(v, a, n, t, b, k, prm):
+    if n != k:
+        return _NAN, LENGTH
+    if n == 0:
+        return _NAN, EMPTY_ROW
+    if prm.bce:
+        if prm.from_logits:
+            r, s = _fast_bce_logit_dense(v, a, t, b, n, prm)
+        else:
+            r, s = _fast_bce_prob_dense(v, a, t, b, n, prm)
+        return _bce_finish(r, n, prm), s
+    if prm.from_logits:
+        r, s = _fast_cce_logit_dense(v, a, t, b, n, prm)
+    else:
+        r, s = _fast_cce_prob_dense(v, a, t, b, n, prm)
+    return r * prm.scale, s
+
+
+@njit(**_pjit)
+def _fast_index(pv, po, pc, y, prm, out, status):
+    """Rows of flat ``pv`` (width ``pc``, or offsets ``po`` when ``pc < 0``) against labels ``y``."""
+    for i in prange(y.shape[0]):
+        a, n = _span(po, pc, i)
+        v, s = _fast_index_row(pv, a, n, y[i], prm)
+        out[i] = v
+        status[i] = s
+
+
+@njit(**_pjit)
+def _fast_dense(pv, po, pc, tv, to, tc, prm, out, status):
+    """Rows of flat ``pv`` against rows of flat dense targets ``tv`` (same row spans)."""
+    for i in prange(out.shape[0]):
+        a, n = _span(po, pc, i)
+        b, k = _span(to, tc, i)
+        v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
+        out[i] = v
+        status[i] = s
+
+
+# ---- narrow rows (few classes): work on blocks of rows, vectorised across the block ---------
+#
+# With C = 10 the loop over one row's classes is shorter than a vector, so it runs scalar.
+# Instead a block of ``_BLOCK`` rows is scored as one flat run of values: the per-element
+# terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow, and the
+# last per-row ``log`` runs vectorised across the rows. Row checks are scalar (cheap
+# compares); the value checks are one flat pass per block, per row only when it fails.
+
+_BLOCK = 256
+
+
+@njit(**_jit)
+def _block_span(po, pc, r0, r1):
+    if pc >= 0:
+        return r0 * pc, r1 * pc
+    return po[r0], po[r1]
+
+
+@njit(**_jit)
+def _flat_pred_ok(v, a0, a1, from_logits):
+    """True when every value in ``v[a0:a1]`` is a valid prediction (one vectorised pass)."""
+    bad = False
+    if from_logits:
+        for k in range(a0, a1):
+            bad |= not (abs(float(v[k])) < _INF)
+    else:
+        for k in range(a0, a1):
+            x = v[k]
+            bad |= not ((x >= 0.0) & (x <= 1.0))
+    return not bad
+
+
+@njit(**_jit)
+def _row_pred_status(v, a, n, from_logits):
+    if from_logits:
+        fin = True
+        for c in range(a, a + n):
+            fin &= abs(float(v[c])) < _INF
+        return OK if fin else PRED_NONFINITE
+    return _prob_status(v, a, n)
+
+
+@njit(**_jit)
+def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s):
+    """``out_i = (R_i + T_i log S_i) * scale`` (or ``S_i`` without the log) for OK rows, else NaN."""
+    for i in range(r0, r1):
+        j = i - r0
+        v = R[j] + T[j] * fm.log(S[j]) if log_s else S[j]
+        out[i] = v * prm.scale if status[i] == OK else _NAN
+
+
+@njit(**_jit)
+def _block_index(pv, po, pc, y, prm, out, status, r0, r1):
+    """Score rows ``r0:r1`` against index labels, vectorised across the block."""
+    a0, a1 = _block_span(po, pc, r0, r1)
+    for i in range(r0, r1):
+        _, n = _span(po, pc, i)
+        status[i] = _index_status(n, y[i], prm)
+    if not _flat_pred_ok(pv, a0, a1, prm.from_logits):
+        for i in range(r0, r1):
+            if status[i] == OK:
+                a, n = _span(po, pc, i)
+                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+    nb = r1 - r0
+    S = np.empty(nb)
+    if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
+        for i in range(r0, r1):
+            a, _ = _span(po, pc, i)
+            S[i - r0] = float(pv[a + y[i]]) if status[i] == OK else 1.0
+        for i in range(r0, r1):
+            v = -_clog(S[i - r0], prm.lo, prm.hi, prm.logmin)
+            out[i] = v * prm.scale if status[i] == OK else _NAN
+        return
+    E = np.empty(a1 - a0)
+    R = np.zeros(nb)
+    T = np.ones(nb)
+    if not prm.bce:  # CCE from logits: (m - x_y) + log sum exp(x - m)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            m, _ = _logit_max(pv, a, n)
+            m = m if status[i] == OK else 0.0
+            for c in range(a, a + n):
+                E[c - a0] = float(pv[c]) - m
+            R[i - r0] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
+        for k in range(a1 - a0):
+            E[k] = fm.exp(E[k])
+        _row_sums(E, po, pc, r0, r1, a0, S)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True)
+        return
+    if prm.from_logits:  # BCE: sum_c f(x_c, 0) - x_y, f(x, t) = max(x, 0) - x t + log1p(e^-|x|)
+        for k in range(a0, a1):
+            E[k - a0] = _softplus_term(float(pv[k]), 0.0)
+        _row_sums(E, po, pc, r0, r1, a0, S)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] == OK:
+                S[i - r0] -= float(pv[a + y[i]])
+    else:  # BCE from probabilities, hard one-hot targets: one log per class
+        M = np.zeros(a1 - a0, dtype=np.bool_)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] == OK:
+                M[a + y[i] - a0] = True
+        for k in range(a0, a1):
+            E[k - a0] = _bce_hard(float(pv[k]), M[k - a0], prm.lo, prm.hi, prm.logmin)
+        _row_sums(E, po, pc, r0, r1, a0, S)
+    _bce_rows(out, status, po, pc, r0, r1, S, prm)
+
+
+@njit(**_jit)
+def _row_sums(E, po, pc, r0, r1, a0, S):
+    """``S_i = sum of E over row i`` (E holds the block's elements from ``a0`` on)."""
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        s = 0.0
+        for c in range(a - a0, a - a0 + n):
+            s += E[c]
+        S[i - r0] = s
+
+
+@njit(**_jit)
+def _bce_rows(out, status, po, pc, r0, r1, S, prm):
+    for i in range(r0, r1):
+        _, n = _span(po, pc, i)
+        v = _bce_finish(S[i - r0], n, prm)
+        out[i] = v if status[i] == OK else _NAN
+
+
+@njit(**_jit)
+def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
+    """Score rows ``r0:r1`` against dense targets, vectorised across the block."""
+    a0, a1 = _block_span(po, pc, r0, r1)
+    b0, _ = _block_span(to, tc, r0, r1)
+    aligned = True
+    for i in range(r0, r1):
+        _, n = _span(po, pc, i)
+        _, k = _span(to, tc, i)
+        aligned &= n == k
+    if not aligned:  # some row's target length differs: score the rows one by one
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            b, k = _span(to, tc, i)
+            v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
+            out[i] = v
+            status[i] = s
+        return
+    d = b0 - a0  # target index = pred index + d, for the whole block
+    nb = r1 - r0
+    T = np.zeros(nb)
+    hard = True
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        if n == 0:
+            status[i] = EMPTY_ROW
+        elif prm.bce:
+            s, h = _bce_target_status(tv, a + d, n)
+            hard &= h
+            status[i] = s
+        else:
+            s = _cce_target_status(tv, a + d, n)
+            status[i] = s
+            tsum = 0.0
+            for c in range(a + d, a + d + n):
+                tsum += float(tv[c])
+            T[i - r0] = tsum
+    if not _flat_pred_ok(pv, a0, a1, prm.from_logits):
+        for i in range(r0, r1):
+            if status[i] == OK:
+                a, n = _span(po, pc, i)
+                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+    S = np.empty(nb)
+    E = np.empty(a1 - a0)
+    if prm.bce:
+        if prm.from_logits:
+            for k in range(a0, a1):
+                E[k - a0] = _softplus_term(float(pv[k]), float(tv[k + d]))
+        elif hard:
+            for k in range(a0, a1):
+                E[k - a0] = _bce_hard(float(pv[k]), float(tv[k + d]) != 0.0, prm.lo, prm.hi, prm.logmin)
+        else:
+            for k in range(a0, a1):
+                E[k - a0] = _bce_soft(float(pv[k]), float(tv[k + d]), prm.lo, prm.hi, prm.logmin)
+        _row_sums(E, po, pc, r0, r1, a0, S)
+        _bce_rows(out, status, po, pc, r0, r1, S, prm)
+        return
+    if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
+        for k in range(a0, a1):
+            tk = float(tv[k + d])
+            lp = _clog(float(pv[k]), prm.lo, prm.hi, prm.logmin)
+            E[k - a0] = -(tk * lp) if tk != 0.0 else 0.0
+        _row_sums(E, po, pc, r0, r1, a0, S)
+        _finish_rows(out, status, r0, r1, S, S, T, prm, False)
+        return
+    # CCE from logits: sum_c t_c (m - x_c) + (sum_c t_c) log sum_c exp(x_c - m)
+    R = np.empty(nb)
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        m, _ = _logit_max(pv, a, n)
+        m = m if status[i] == OK else 0.0
+        u = 0.0
+        for c in range(a, a + n):
+            x = float(pv[c])
+            tk = float(tv[c + d])
+            E[c - a0] = x - m
+            u += tk * (m - x) if tk != 0.0 else 0.0
+        R[i - r0] = u
+    for k in range(a1 - a0):
+        E[k] = fm.exp(E[k])
+    _row_sums(E, po, pc, r0, r1, a0, S)
+    _finish_rows(out, status, r0, r1, S, R, T, prm, True)
+
+
+@njit(**_pjit)
+def _narrow_index(pv, po, pc, y, prm, out, status):
+    """Blocks of ``_BLOCK`` rows against index labels (see ``_block_index``)."""
+    n = y.shape[0]
+    for j in prange((n + _BLOCK - 1) // _BLOCK):
+        _block_index(pv, po, pc, y, prm, out, status, j * _BLOCK, min(n, (j + 1) * _BLOCK))
+
+
+@njit(**_pjit)
+def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status):
+    """Blocks of ``_BLOCK`` rows against dense targets (see ``_block_dense``)."""
+    n = out.shape[0]
+    for j in prange((n + _BLOCK - 1) // _BLOCK):
+        _block_dense(pv, po, pc, tv, to, tc, prm, out, status, j * _BLOCK, min(n, (j + 1) * _BLOCK))
+
+
 @njit(**_pjit)
 def _dense_index(P, y, prm, w, pw, out, status):
     """Rows of a dense ``(N, C)`` array against integer targets ``y`` (N,)."""
@@ -274,8 +817,52 @@ def _ragged_dense(pv, po, tv, to, prm, w, pw, out, status):
         status[i] = s
 
 
+_NO_OFFSETS = np.zeros(1, dtype=np.int64)
+_NARROW = 64  # mean classes per row up to which rows are scored in blocks
+
+
+def _flat(layout):
+    """``(values, offsets, width)``: a dense layout as a flat C-order array and its width."""
+    if isinstance(layout, Dense):
+        vals = np.ascontiguousarray(layout.values)
+        return vals.reshape(-1), _NO_OFFSETS, vals.shape[1]
+    return layout.values, layout.offsets, -1
+
+
+_LAUNCH_LOCK = threading.Lock()
+_serialise = True  # until the first launch shows which threading layer Numba picked
+
+
 def run(pred, target, prm, w, pw, out, status):
-    """Launch the kernel that fits the layouts (``arrow.Dense``/``arrow.Ragged``/index array)."""
+    """Launch the kernel that fits the layouts (``arrow.Dense``/``arrow.Ragged``/index array).
+
+    Numba picks the ``tbb`` or ``omp`` threading layer when it can (both are safe to launch
+    from several Python threads at once, as the streaming pipeline does). Only the
+    ``workqueue`` fallback is not: then launches are serialised with a lock.
+    """
+    global _serialise
+    if _serialise:
+        with _LAUNCH_LOCK:
+            _run(pred, target, prm, w, pw, out, status)
+            try:
+                _serialise = numba.threading_layer() == "workqueue"
+            except ValueError:  # no parallel region ran yet
+                pass
+    else:
+        _run(pred, target, prm, w, pw, out, status)
+
+
+def _run(pred, target, prm, w, pw, out, status):
+    if prm.smoothing == 0.0 and w.shape[0] == 0 and pw.shape[0] == 0:
+        pv, po, pc = _flat(pred)
+        n = out.shape[0]
+        narrow = (pc if pc >= 0 else (po[n] - po[0]) / max(n, 1)) <= _NARROW
+        if isinstance(target, np.ndarray):
+            (_narrow_index if narrow else _fast_index)(pv, po, pc, target, prm, out, status)
+        else:
+            tv, to, tc = _flat(target)
+            (_narrow_dense if narrow else _fast_dense)(pv, po, pc, tv, to, tc, prm, out, status)
+        return
     if isinstance(target, np.ndarray):
         if isinstance(pred, Dense):
             _dense_index(pred.values, target, prm, w, pw, out, status)
