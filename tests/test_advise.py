@@ -322,3 +322,17 @@ def test_cli_panel_and_errors(dump):
 def test_help_has_an_example(cmd):
     res = runner.invoke(app, [cmd, "--help"])
     assert res.exit_code == 0 and "Example:" in res.stdout
+
+
+def test_row_blocks_do_not_change_the_advice(monkeypatch):
+    import xent_numba.advise as adv
+
+    label = one_hot(Y, C)
+    label[:7] = 0
+    pred = pa.array([row[: 2 + i % 4].tolist() for i, row in enumerate(SIG_P)])  # ragged rows
+    lab = pa.array([row[: 2 + i % 4].tolist() for i, row in enumerate(label)])
+    for p, t in ((SOFT_P, label), (pred, lab), (SIG_P, Y % 2)):
+        whole = advise_arrays(p, t)
+        monkeypatch.setattr(adv, "CHUNK_VALUES", 7)  # blocks of one or two rows
+        assert advise_arrays(p, t) == whole
+        monkeypatch.undo()

@@ -65,19 +65,52 @@ def _reduce(ufunc, r: Ragged, x: np.ndarray, empty):
     return out
 
 
-def _row_stats(r: Ragged) -> dict:
-    v = np.asarray(r.values, dtype=np.float64)
-    finite = np.isfinite(v)
-    vz = np.where(finite, v, 0.0)
-    return {
-        "length": r.lengths(),
-        "nonfinite": _reduce(np.add, r, (~finite).astype(np.int64), 0) > 0,
-        "sum": _reduce(np.add, r, vz, 0.0),
-        "min": _reduce(np.minimum, r, np.where(finite, v, np.inf), np.inf),
-        "max": _reduce(np.maximum, r, np.where(finite, v, -np.inf), -np.inf),
-        "ones": _reduce(np.add, r, (v == 1).astype(np.int64), 0),
-        "zeros": _reduce(np.add, r, (v == 0).astype(np.int64), 0),
-    }
+CHUNK_VALUES = 1 << 20  # rows are reduced in blocks of about this many values (bounded memory)
+
+
+def _blocks(r: Ragged):
+    """``(first_row, end_row, sub)``: consecutive row blocks of about ``CHUNK_VALUES`` values,
+    ``sub`` a Ragged view of the block with offsets from 0."""
+    o, n, row = r.offsets, len(r), 0
+    while row < n:
+        end = int(np.searchsorted(o, o[row] + CHUNK_VALUES, side="right")) - 1
+        end = min(max(end, row + 1), n)
+        yield row, end, Ragged(r.values[o[row] : o[end]], o[row : end + 1] - o[row])
+        row = end
+
+
+def _row_stats(r: Ragged, *, counts: bool = False) -> dict:
+    """Per-row length, has-non-finite, sum, min, max (finite values) and, with ``counts``,
+    the number of values equal to 1 and to 0."""
+    n = len(r)
+    keys = ["sum", "min", "max"] + (["ones", "zeros"] if counts else [])
+    out = {k: np.empty(n, dtype=np.int64 if k in ("ones", "zeros") else np.float64) for k in keys}
+    out["nonfinite"] = np.empty(n, dtype=bool)
+    out["length"] = r.lengths()
+    for a, b, sub in _blocks(r):
+        v = np.asarray(sub.values, dtype=np.float64)
+        finite = np.isfinite(v)
+        all_finite = bool(finite.all())
+        out["nonfinite"][a:b] = False if all_finite else _reduce(np.add, sub, ~finite, 0) > 0
+        out["sum"][a:b] = _reduce(np.add, sub, v if all_finite else np.where(finite, v, 0.0), 0.0)
+        out["min"][a:b] = _reduce(np.minimum, sub, v if all_finite else np.where(finite, v, np.inf), np.inf)
+        out["max"][a:b] = _reduce(np.maximum, sub, v if all_finite else np.where(finite, v, -np.inf), -np.inf)
+        if counts:
+            out["ones"][a:b] = _reduce(np.add, sub, (v == 1).astype(np.int64), 0)
+            out["zeros"][a:b] = _reduce(np.add, sub, (v == 0).astype(np.int64), 0)
+    return out
+
+
+def _classes_seen(r: Ragged, rows: np.ndarray) -> int:
+    """How many class positions hold a positive value in at least one of the ``rows``."""
+    width = int(r.lengths().max()) if len(r) else 0
+    seen = np.zeros(width, dtype=bool)
+    for a, b, sub in _blocks(r):
+        lengths = sub.lengths()
+        keep = np.repeat(rows[a:b], lengths) & (np.asarray(sub.values) > 0)
+        cls = np.arange(sub.values.size) - np.repeat(sub.offsets[:-1], lengths)
+        seen[cls[keep]] = True
+    return int(seen.sum())
 
 
 def _frac(mask: np.ndarray, n: int) -> float:
@@ -158,7 +191,7 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
         no_positive = several = np.zeros(n, dtype=bool)
     else:
         T = _ragged(t_layout)
-        ts = _row_stats(T)
+        ts = _row_stats(T, counts=True)
         mismatch = usable & (ts["length"] != ps["length"])
         if mismatch.any():
             i = int(np.flatnonzero(mismatch)[0])
@@ -197,12 +230,7 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
             label_kind = "one_hot"
         else:
             label_kind = "multi_hot"
-        positive = np.asarray(T.values) > 0
-        # class c of a row is at position (element - row start); count classes with a positive
-        starts = np.repeat(T.offsets[:-1], T.lengths())
-        rows = np.repeat(usable, T.lengths())
-        cls = np.arange(T.values.size) - starts
-        classes_seen = np.unique(cls[positive & rows]).size
+        classes_seen = _classes_seen(T, usable)
 
     # the recommendation
     if m == 0:
