@@ -82,10 +82,13 @@ def _advice_panel(advice: dict):
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="dim")
     table.add_column()
+    def num(v):
+        return f"{v:.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
     for key, val in ev.items():
         if isinstance(val, dict):
-            val = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in val.items())
-        table.add_row(key.replace("_", " "), str(val))
+            val = ", ".join(f"{k} {num(v)}" for k, v in val.items())
+        table.add_row(key.replace("_", " "), num(val))
     parts += [Text(""), Text("Evidence", style="bold"), table]
     return Panel(Group(*parts), title="xent advise", expand=False)
 
