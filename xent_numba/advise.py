@@ -153,26 +153,12 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
             f"{int(nonfinite.sum())} rows hold NaN or infinite predictions; both losses reject them."
         )
     usable &= ~ps["nonfinite"]
-    outside = usable & ((ps["min"] < 0) | (ps["max"] > 1))
-    sums_to_one = usable & (np.abs(ps["sum"] - 1.0) <= tol)
-    m = int(usable.sum())
-    n_classes = int(ps["length"][usable].max()) if m else 0
-    if outside.any():
-        pred_kind = "logits"
-    elif m and sums_to_one.sum() == m:
-        pred_kind = "probabilities_normalized"
-    else:
-        pred_kind = "probabilities_independent"
-    row_sum = ps["sum"][usable]
-
     # labels
-    lab = {"index": 0.0}
     if isinstance(t_layout, np.ndarray):  # integer class indices
         y = t_layout
-        if ignore_index is not None:
-            ignored = usable & (y == ignore_index)
+        ignored = usable & (y == ignore_index) if ignore_index is not None else None
+        if ignored is not None:
             usable &= ~ignored
-            lab["ignored"] = _frac(ignored, n)
         out_of_range = usable & ((y < 0) | (y >= ps["length"]))
         if out_of_range.any():
             i = int(np.flatnonzero(out_of_range)[0])
@@ -181,12 +167,14 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
                 f"(first: row {i}, label {int(y[i])}, {int(ps['length'][i])} classes); "
                 "both losses reject them."
                 + (" With 1 prediction column and 0/1 labels this is a binary problem: pass the "
-                   "label as a one-element list and use BCE." if n_classes == 1 else "")
+                   "label as a one-element list and use BCE." if ps["length"][i] == 1 else "")
             )
         usable &= ~out_of_range
         m = int(usable.sum())
         label_kind = "index"
-        lab = {"index": _frac(usable, m) if m else 0.0}
+        lab = {"index": 1.0 if m else 0.0}
+        if ignored is not None:
+            lab["ignored"] = _frac(ignored, n)
         classes_seen = np.unique(y[usable]).size
         no_positive = several = np.zeros(n, dtype=bool)
     else:
@@ -231,6 +219,19 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
         else:
             label_kind = "multi_hot"
         classes_seen = _classes_seen(T, usable)
+
+    # predictions, over the rows whose labels are usable too
+    outside = usable & ((ps["min"] < 0) | (ps["max"] > 1))
+    sums_to_one = usable & (np.abs(ps["sum"] - 1.0) <= tol)
+    m = int(usable.sum())
+    n_classes = int(ps["length"][usable].max()) if m else 0
+    if outside.any():
+        pred_kind = "logits"
+    elif m and sums_to_one.sum() == m:
+        pred_kind = "probabilities_normalized"
+    else:
+        pred_kind = "probabilities_independent"
+    row_sum = ps["sum"][usable]
 
     # the recommendation
     if m == 0:
