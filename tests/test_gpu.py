@@ -223,6 +223,8 @@ def test_ragged_length_empty_and_null_rows(sim_gpu):
         np.testing.assert_array_equal(got_s, want_s)
         np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
     assert list(want_s[1:]) == [losses.LENGTH, losses.EMPTY_ROW, losses.OK, losses.NULL_ROW]
+    _, s = xn.score("bce", np.empty((2, 0)), np.empty((2, 0)), on_invalid="nan", device="cuda")
+    assert list(s) == [losses.EMPTY_ROW] * 2
 
 
 def test_device_array_input_stays_on_device(sim_gpu):

@@ -36,7 +36,7 @@ from numba import config as nb_config
 from numba import cuda
 
 from . import config, losses, validate
-from .arrow import Dense, as_rows
+from .arrow import Dense, Ragged, as_rows
 from .backend import is_device_array
 from .errors import InvalidInputError
 
@@ -564,12 +564,14 @@ def _launch(p: _Rows, t, y, w, pw, prm, out, status, stream):
     wd = _small_to_device(w, stream)
     pwd = _small_to_device(pw, stream)
     dummy_i = _dummy(np.int64, stream)
+    po = dummy_i if p.offsets is None else p.offsets
     if index:
         tv, to, tld, tc = _dummy(np.float64, stream), dummy_i, 0, 0
     else:
-        tv, to, tld, tc = t.values, t.offsets, t.ld, t.ncols
+        tv, tld, tc = t.values, t.ld, t.ncols
+        to = dummy_i if t.offsets is None else t.offsets
         y = dummy_i
-    args = (p.values, p.offsets, p.ld, p.ncols, tv, to, tld, tc, y, wd, pwd, k, ki)
+    args = (p.values, po, p.ld, p.ncols, tv, to, tld, tc, y, wd, pwd, k, ki)
     max_blocks = config.GPU_MAX_BLOCKS or 32 * _sm_count()
     shape, pieces = plan(n, p.mean_len, p.max_len)
     if shape == "warp":
@@ -581,7 +583,7 @@ def _launch(p: _Rows, t, y, w, pw, prm, out, status, stream):
         part_f = cuda.device_array((_NF, n * pieces), dtype=np.float64, stream=stream)
         part_i = cuda.device_array(n * pieces, dtype=np.int64, stream=stream)
         ks["split"][min(n * pieces, max_blocks), tpb, stream](*args, pieces, part_f, part_i)
-        fin = (p.values, p.offsets, p.ld, p.ncols, to, tld, tc, y, wd, k, ki, pieces, part_f, part_i)
+        fin = (p.values, po, p.ld, p.ncols, to, tld, tc, y, wd, k, ki, pieces, part_f, part_i)
         ks["split_finish"][min(-(-n // tpb), max_blocks), tpb, stream](*fin, out, status)
     return shape
 
@@ -634,11 +636,11 @@ class _Slot:
 
     def stage(self, role, layout):
         """A host layout (``Dense``/``Ragged``) as a device ``_Rows`` (only its used range)."""
-        if isinstance(layout, Dense):
+        if isinstance(layout, Dense) and layout.values.shape[1] > 0:
             v = layout.values
-            n, c = v.shape
-            dev = self.upload(role, v) if v.size else _dummy(v.dtype, self.stream)
-            return _Rows(dev, _dummy(np.int64, self.stream), c, c, float(c), c)
+            c = v.shape[1]
+            return _Rows(self.upload(role, v), None, c, c, float(c), c)
+        layout = Ragged.of(layout)  # (N, 0): empty rows, as offsets
         offs = np.asarray(layout.offsets, dtype=np.int64)
         o0, o1 = int(offs[0]), int(offs[-1])
         vals = layout.values[o0:o1]
@@ -768,8 +770,9 @@ def _device_rows(arr, column):
             column=column,
         )
     n, c = arr.shape
-    flat = arr.reshape(n * c) if n * c else arr
-    return _Rows(flat, None, c, c, float(c), c)
+    if c == 0:
+        raise InvalidInputError("rows have no classes (shape (N, 0))", column=column)
+    return _Rows(arr.reshape(n * c), None, c, c, float(c), c)
 
 
 def _c_contiguous(arr) -> bool:
