@@ -1,0 +1,367 @@
+"""xent-numba against the tools users would pick instead, in one process, on the same data.
+
+    python benchmarks/bench.py            # full run (N = 2M rows, C = 10, float32)
+    python benchmarks/bench.py --quick    # a short run (N = 200k)
+
+Prints markdown tables: in-memory kernels (NumPy, PyTorch CPU, a memory-bandwidth floor),
+end to end from Parquet (`xent score` vs a bare `pyarrow.parquet.read_table`, DuckDB,
+Polars), scaling in C and N, and the warm start of the CLI. Peers are optional
+(`pip install '.[bench]'`); what is not installed is skipped and named. Times are the best
+of several runs; compare ratios from one run, not absolute times across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# PyTorch and Numba's omp layer each bring an OpenMP runtime; with the default (active)
+# wait policy the idle threads of one spin on the cores the other needs. Passive waiting
+# keeps the two from taxing each other (set before either is imported).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import xent_numba as xn  # noqa: E402
+
+SKIPPED: list[str] = []
+
+
+def optional(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        SKIPPED.append(f"{name} (not installed)")
+        return None
+
+
+def best(fn, repeat):
+    """Best wall time of ``repeat`` runs after one warm-up run."""
+    fn()
+    t = float("inf")
+    for _ in range(repeat):
+        s = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - s)
+    return t
+
+
+def fmt_ms(t):
+    return "—" if t is None else f"{t * 1e3:.1f}"
+
+
+def fmt_x(a, b):
+    return "—" if a is None or b is None else f"{a / b:.2f}×"
+
+
+def make_data(n, c, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, (n, c)).astype(np.float32)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    probs = (e / e.sum(1, keepdims=True)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    onehot = np.zeros((n, c), dtype=np.float32)
+    onehot[np.arange(n), y] = 1.0
+    multihot = (rng.random((n, c)) < 0.3).astype(np.float32)
+    sig = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return dict(logits=logits, probs=probs, y=y, onehot=onehot, multihot=multihot, sig=sig)
+
+
+# ---- in-memory kernels ---------------------------------------------------------------------
+
+
+def numpy_impls(d):
+    P, L, y, OH, MH, S = d["probs"], d["logits"], d["y"], d["onehot"], d["multihot"], d["sig"]
+    rows = np.arange(len(y))
+    eps = np.finfo(np.float32).eps
+
+    def lse(x):
+        m = x.max(1)
+        return m + np.log(np.exp(x - m[:, None]).sum(1))
+
+    def bce_prob():
+        p = np.clip(S, eps, 1 - eps)
+        return -(MH * np.log(p) + (1 - MH) * np.log1p(-p)).sum(1)
+
+    return {
+        "cce_prob_index": lambda: -np.log(P[rows, y]),
+        "cce_logit_index": lambda: lse(L) - L[rows, y],
+        "cce_logit_onehot": lambda: lse(L) - (OH * L).sum(1),
+        "bce_prob_multihot": bce_prob,
+        "bce_logit_multihot": lambda: (np.maximum(L, 0) - L * MH + np.log1p(np.exp(-np.abs(L)))).sum(1),
+    }
+
+
+def torch_impls(d, torch):
+    F = torch.nn.functional
+    P, L, Y, OH, MH, S = (torch.from_numpy(d[k]) for k in ("probs", "logits", "y", "onehot", "multihot", "sig"))
+
+    def nograd(f):
+        def g():
+            with torch.no_grad():
+                return f()
+        return g
+
+    return {
+        "cce_prob_index": nograd(lambda: F.nll_loss(torch.log(P), Y, reduction="none")),
+        "cce_logit_index": nograd(lambda: F.cross_entropy(L, Y, reduction="none")),
+        "cce_logit_onehot": nograd(lambda: F.cross_entropy(L, OH, reduction="none")),
+        "bce_prob_multihot": nograd(lambda: F.binary_cross_entropy(S, MH, reduction="none").sum(1)),
+        "bce_logit_multihot": nograd(
+            lambda: F.binary_cross_entropy_with_logits(L, MH, reduction="none").sum(1)
+        ),
+    }
+
+
+def xent_impls(d):
+    P, L, y, OH, MH, S = d["probs"], d["logits"], d["y"], d["onehot"], d["multihot"], d["sig"]
+    return {
+        "cce_prob_index": lambda: xn.cce(P, y),
+        "cce_logit_index": lambda: xn.cce(L, y, from_logits=True),
+        "cce_logit_onehot": lambda: xn.cce(L, OH, from_logits=True),
+        "bce_prob_multihot": lambda: xn.bce(S, MH),
+        "bce_logit_multihot": lambda: xn.bce(L, MH, from_logits=True),
+    }
+
+
+def floor_impls(d):
+    """A plain sum over the arrays each mode reads: what memory bandwidth alone costs."""
+    P, L, y, OH, MH, S = d["probs"], d["logits"], d["y"], d["onehot"], d["multihot"], d["sig"]
+    return {
+        "cce_prob_index": lambda: (P.sum(), y.sum()),
+        "cce_logit_index": lambda: (L.sum(), y.sum()),
+        "cce_logit_onehot": lambda: (L.sum(), OH.sum()),
+        "bce_prob_multihot": lambda: (S.sum(), MH.sum()),
+        "bce_logit_multihot": lambda: (L.sum(), MH.sum()),
+    }
+
+
+MODES = {
+    "cce_prob_index": "CCE, probabilities + index labels",
+    "cce_logit_index": "CCE, logits + index labels",
+    "cce_logit_onehot": "CCE, logits + one-hot",
+    "bce_prob_multihot": "BCE, probabilities + multi-hot",
+    "bce_logit_multihot": "BCE, logits + multi-hot",
+}
+
+
+def check_agreement(d, ours, theirs, name):
+    """Every peer must compute the same numbers (else the timing means nothing)."""
+    for mode in MODES:
+        a = np.asarray(ours[mode](), dtype=np.float64)
+        b = theirs[mode]()
+        b = np.asarray(b.numpy() if hasattr(b, "numpy") else b, dtype=np.float64)
+        if not np.allclose(a, b, rtol=2e-4, atol=1e-5):
+            raise SystemExit(f"{name} disagrees with xent-numba on {mode}: max diff {np.abs(a - b).max()}")
+
+
+def in_memory(n, c, repeat):
+    d = make_data(n, c)
+    ours, floor, np_ = xent_impls(d), floor_impls(d), numpy_impls(d)
+    torch = optional("torch")
+    th = torch_impls(d, torch) if torch else None
+    check_agreement(d, ours, np_, "NumPy")
+    if th:
+        check_agreement(d, ours, th, "PyTorch")
+    print(f"\n### In-memory kernels (N = {n:,}, C = {c}, float32, {xn_threads()} threads)\n")
+    print("| mode | xent-numba ms | NumPy ms | PyTorch CPU ms | floor ms | vs NumPy | vs PyTorch | xent / floor |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, label in MODES.items():
+        t_x = best(ours[mode], repeat)
+        t_n = best(np_[mode], repeat)
+        t_t = best(th[mode], repeat) if th else None
+        t_f = best(floor[mode], repeat)
+        print(f"| {label} | {fmt_ms(t_x)} | {fmt_ms(t_n)} | {fmt_ms(t_t)} | {fmt_ms(t_f)} "
+              f"| {fmt_x(t_n, t_x)} | {fmt_x(t_t, t_x)} | {fmt_x(t_x, t_f)} |")
+    print("\n'vs X' = X's time / xent-numba's time (higher: xent-numba faster). NumPy's CCE from "
+          "probabilities is the bare fancy-index gather `-log(P[i, y])` (no validation).")
+
+
+def xn_threads():
+    import numba
+
+    return numba.get_num_threads()
+
+
+# ---- scaling --------------------------------------------------------------------------------
+
+
+def scaling(total, repeat):
+    print(f"\n### Scaling (CCE from logits + index labels, float32; about {total:,} values per run)\n")
+    print("| N | C | ms | ns per value |")
+    print("|---:|---:|---:|---:|")
+    for c in (2, 10, 1000, 32768):
+        n = max(1, total // c)
+        d = make_data(n, c, seed=1)
+        t = best(lambda d=d: xn.cce(d["logits"], d["y"], from_logits=True), repeat)
+        print(f"| {n:,} | {c:,} | {fmt_ms(t)} | {t / (n * c) * 1e9:.2f} |")
+    base = max(1, total // 10 // 8)
+    for k in range(4):
+        n = base * 2**k
+        d = make_data(n, 10, seed=2)
+        t = best(lambda d=d: xn.cce(d["logits"], d["y"], from_logits=True), repeat)
+        print(f"| {n:,} | 10 | {fmt_ms(t)} | {t / (n * 10) * 1e9:.2f} |")
+
+
+# ---- end to end from Parquet ------------------------------------------------------------------
+
+
+def score_command():
+    """How to run `xent score` here, or None when this checkout has no score command yet."""
+    exe = shutil.which("xent")
+    cmd = [exe] if exe else [sys.executable, "-m", "xent_numba"]
+    r = subprocess.run(cmd + ["score", "--help"], capture_output=True, text=True)
+    return cmd if r.returncode == 0 else None
+
+
+def end_to_end(n, c, repeat, tmp):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = make_data(n, c, seed=3)
+    src = Path(tmp) / "logits.parquet"
+    pred = pa.FixedSizeListArray.from_arrays(pa.array(d["logits"].reshape(-1)), c).cast(pa.list_(pa.float32()))
+    table = pa.table({"id": pa.array(np.arange(n)), "pred": pred, "label": pa.array(d["y"])})
+    pq.write_table(table, src, row_group_size=128 * 1024)
+    feather = Path(tmp) / "logits.feather"
+    import pyarrow.feather as pf
+
+    pf.write_feather(table, feather, compression="uncompressed")
+    size = src.stat().st_size / 1e6
+    print(f"\n### End to end from Parquet (CCE from logits, N = {n:,}, C = {c}, list<float>, "
+          f"{size:.0f} MB, row groups of 131,072)\n")
+    rows = []
+    t_read = best(lambda: pq.read_table(src, columns=["pred", "label"]), repeat)
+    rows.append(("bare `pyarrow.parquet.read_table` of pred + label (floor)", t_read))
+    rows.append(("`pyarrow.feather.read_table`, memory-mapped (Arrow IPC input)",
+                 best(lambda: pf.read_table(feather, memory_map=True, columns=["pred", "label"]), repeat)))
+    cmd = score_command()
+    if cmd:
+        out = Path(tmp) / "scores.parquet"
+        argv = cmd + ["score", str(src), "-o", str(out), "--from-logits", "--overwrite"]
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            SKIPPED.append(f"xent score ({r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode})")
+        else:
+            t = best(lambda: subprocess.run(argv, check=True, capture_output=True), repeat)
+            rows.append(("`xent score` (whole process, incl. start-up)", t))
+            ffe = cmd + ["score", str(feather), "-o", str(out), "--from-logits", "--overwrite"]
+            if subprocess.run(ffe, capture_output=True).returncode == 0:
+                rows.append(("`xent score` on the Feather copy", best(lambda: subprocess.run(ffe, check=True, capture_output=True), repeat)))
+    else:
+        SKIPPED.append("xent score (this checkout has no `score` command yet)")
+    # in-process: read + kernel, to separate decode from compute
+    def read_and_score():
+        t = pq.read_table(src, columns=["pred", "label"])
+        return xn.cce(t["pred"], t["label"], from_logits=True)
+
+    rows.append(("in-process `read_table` + `xn.cce` (no write)", best(read_and_score, repeat)))
+    duckdb = optional("duckdb")
+    if duckdb:
+        out = Path(tmp) / "duck.parquet"
+        sql = (f"COPY (SELECT m + ln(list_sum(list_transform(pred, lambda x: exp(x - m)))) - pred[label + 1] "
+               f"AS loss FROM (SELECT pred, label, list_max(pred) AS m FROM read_parquet('{src}'))) "
+               f"TO '{out}' (FORMAT parquet)")
+        con = duckdb.connect()
+        rows.append(("DuckDB SQL, Parquet -> Parquet", best(lambda: con.execute(sql), repeat)))
+    pl = optional("polars")
+    if pl:
+        out = Path(tmp) / "polars.parquet"
+
+        def polars_job():
+            m = pl.col("pred").list.max()
+            loss = ((pl.col("pred") - m).list.eval(pl.element().exp()).list.sum().log() + m
+                    - pl.col("pred").list.get(pl.col("label")))
+            pl.scan_parquet(src).select(loss=loss).sink_parquet(out)
+
+        rows.append(("Polars (lazy scan -> sink_parquet)", best(polars_job, repeat)))
+    print("| job | ms | vs bare read |")
+    print("|---|---:|---:|")
+    for name, t in rows:
+        print(f"| {name} | {fmt_ms(t)} | {t / t_read:.2f}× |")
+
+
+def warm_start(tmp):
+    sample = ROOT / "data" / "sample.parquet"
+    base = [sys.executable, "-c", "import numba, pyarrow"]
+    lib = [sys.executable, "-c", "import numpy as np, xent_numba as xn; "
+           "xn.cce(np.full((4, 3), 1/3, np.float32), np.array([0, 1, 2, 0])); "
+           "xn.bce(np.full((4, 3), 0.5), np.eye(3)[[0, 1, 2, 0]], from_logits=True)"]
+    rows = [("`python -c \"import numba, pyarrow\"`", base), ("import xent_numba + two small calls (cached kernels)", lib)]
+    cmd = score_command()
+    if cmd:
+        out = Path(tmp) / "sample_scores.parquet"
+        rows.append(("`xent score data/sample.parquet`", cmd + ["score", str(sample), "-o", str(out), "--overwrite"]))
+    print("\n### Warm start (second run; compiled kernels loaded from Numba's on-disk cache)\n")
+    print("| process | s | minus bare imports |")
+    print("|---|---:|---:|")
+    t0 = None
+    for name, argv in rows:
+        subprocess.run(argv, capture_output=True, cwd=ROOT)  # first run fills the cache
+        t = best(lambda argv=argv: subprocess.run(argv, capture_output=True, cwd=ROOT), 3)
+        t0 = t if t0 is None else t0
+        print(f"| {name} | {t:.2f} | {t - t0:+.2f} |")
+
+
+def machine():
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    import numba
+
+    return (f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+            f"numba {numba.__version__}, numpy {np.__version__}, threading layer "
+            f"{numba.threading_layer() if _launched() else '?'}")
+
+
+def _launched():
+    import numba
+
+    try:
+        numba.threading_layer()
+        return True
+    except ValueError:
+        return False
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N = 200k and fewer repeats")
+    ap.add_argument("-n", type=int, default=None, help="rows (default 2,000,000; 200,000 with --quick)")
+    ap.add_argument("-c", type=int, default=10, help="classes (default 10)")
+    ap.add_argument("--repeat", type=int, default=None, help="runs per timing, best kept (default 5; 2 with --quick)")
+    ap.add_argument("--only", choices=["memory", "e2e", "scaling", "warm"], action="append",
+                    help="run only these sections (repeatable)")
+    a = ap.parse_args(argv)
+    n = a.n or (200_000 if a.quick else 2_000_000)
+    repeat = a.repeat or (2 if a.quick else 5)
+    sections = a.only or ["memory", "e2e", "scaling", "warm"]
+    print(f"# xent-numba benchmark — `python benchmarks/bench.py{' --quick' if a.quick else ''}`")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "memory" in sections:
+            in_memory(n, a.c, repeat)
+        if "e2e" in sections:
+            end_to_end(n, a.c, repeat, tmp)
+        if "scaling" in sections:
+            scaling(n * a.c, repeat)
+        if "warm" in sections:
+            warm_start(tmp)
+    print(f"\nMachine: {machine()}.")
+    if SKIPPED:
+        print("Skipped: " + "; ".join(dict.fromkeys(SKIPPED)) + ".")
+
+
+if __name__ == "__main__":
+    main()
