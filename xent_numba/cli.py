@@ -6,7 +6,11 @@ on stderr and an exit code: 2 for bad usage or bad input, 1 for anything unexpec
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,8 +32,11 @@ out_console = Console()
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one clear error line on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print one clear error line on stderr and exit with ``code`` (the message is shown
+    verbatim: brackets in column names or in ``pip install 'x[extra]'`` survive)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]Error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -50,6 +57,234 @@ def _root(
 
 
 # ---- score (issue 3) ------------------------------------------------------------------
+
+def _choice(name: str, values: str) -> type[Enum]:
+    return Enum(name, {v: v for v in values.split()}, type=str)
+
+
+Loss = _choice("Loss", "cce bce both")
+Reduce = _choice("Reduce", "sum mean")
+Device = _choice("Device", "cpu cuda auto")
+OnInvalid = _choice("OnInvalid", "error null")
+Format = _choice("Format", "parquet csv jsonl arrow")
+Engine = _choice("Engine", "local dask")
+
+
+def _number(text: str, option: str) -> float:
+    if text.strip().lower() == "e":
+        return math.e
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"{option} must be a number (or 'e'), got {text!r}")
+
+
+def _weights(text: str | None, option: str):
+    """``"2.5"`` -> 2.5, ``"1,2,0.5"`` -> (1.0, 2.0, 0.5)."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        fail(f"{option} must be a number or a comma-separated list of numbers, got {text!r}")
+    return values[0] if len(values) == 1 and option == "--pos-weight" else values
+
+
+def _eps(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@app.command()
+def score(
+    inputs: Annotated[list[str], typer.Argument(help="Parquet or Arrow IPC/Feather files, directories of them, or globs.", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file (.parquet, .csv, .jsonl/.ndjson, .arrow/.feather); a directory with --engine dask.", show_default=False)],
+    loss: Annotated[Loss, typer.Option(help="cce: one exclusive choice per row; bce: C independent yes/no questions; both.")] = Loss("cce"),
+    pred: Annotated[str, typer.Option(help="Prediction column (list of class scores), or a glob such as 'p_*' of scalar columns, one per class.")] = "pred",
+    label: Annotated[str, typer.Option(help="Label column: integer class indices, or lists (or a glob of scalar columns) in the layout of --pred.")] = "label",
+    from_logits: Annotated[bool, typer.Option("--from-logits", help="Predictions are logits (softmax for cce, sigmoid for bce).")] = False,
+    log_base: Annotated[str, typer.Option(help="Logarithm base: e, 2, 10 or any number > 0 other than 1.")] = "e",
+    eps: Annotated[str, typer.Option(help="Probability clipping: a number, or auto|keras|torch|sklearn|none.")] = "auto",
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon in [0, 1].")] = 0.0,
+    class_weight: Annotated[str | None, typer.Option(help="CCE class weights, comma-separated, one per class.", show_default=False)] = None,
+    pos_weight: Annotated[str | None, typer.Option(help="BCE positive-class weight: one number or one per class, comma-separated.", show_default=False)] = None,
+    ignore_index: Annotated[int | None, typer.Option(help="CCE: rows with this index label get a null score.", show_default=False)] = None,
+    bce_reduce: Annotated[Reduce, typer.Option(help="BCE: sum or mean over the C components of a row.")] = Reduce("sum"),
+    keep: Annotated[list[str] | None, typer.Option(help="Column carried into the output unchanged (repeatable), e.g. a row id.", show_default=False)] = None,
+    device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (the GPU when one is usable).")] = Device("cpu"),
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the kernels and the Parquet decoder (default: all cores, or NUMBA_NUM_THREADS).", show_default=False, min=1)] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 32 MB of predictions).", show_default=False, min=1)] = None,
+    on_invalid: Annotated[OnInvalid, typer.Option(help="error: stop at the first invalid row; null: give it a null score and count it.")] = OnInvalid("error"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: from OUTPUT's extension).", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notes; errors only.")] = False,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path.", show_default=False)] = None,
+    engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba[dask]').")] = Engine("local"),
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes (default: one per core).", show_default=False, min=1)] = None,
+):
+    """Score every row of INPUT and write the per-row losses, in input order, to OUTPUT.
+
+    Example: [bold]xent score data/sample.parquet -o scores.parquet --keep id[/]
+
+    Example: [bold]xent score dumps/*.parquet -o scores.csv --from-logits --loss both --log-base 10[/]
+
+    The output has the --keep columns, then cce and/or bce. It is written to a temporary
+    file and renamed when every row is scored: a failed run leaves no output. Exit codes:
+    0 done, 2 bad usage or bad input, 1 anything unexpected, 130 interrupted.
+    """
+    from . import backend, pipeline
+    from .errors import InvalidInputError
+
+    loss, bce_reduce, device, on_invalid, engine = (
+        x.value for x in (loss, bce_reduce, device, on_invalid, engine)
+    )
+    fmt = fmt.value if fmt is not None else None
+    started = time.perf_counter()
+    try:
+        if device != "cpu":
+            chosen = backend.resolve(device)
+            if device == "auto" and not quiet:
+                note = "a CUDA GPU is usable" if chosen == "cuda" else "no CUDA GPU is usable"
+                err_console.print(f"device: {chosen} ({note})", highlight=False)
+            device = chosen
+        opts = pipeline.ScoreOptions(
+            loss=loss, pred=pred, label=label, from_logits=from_logits,
+            log_base=_number(log_base, "--log-base"), eps=_eps(eps), label_smoothing=label_smoothing,
+            class_weight=_weights(class_weight, "--class-weight"), pos_weight=_weights(pos_weight, "--pos-weight"),
+            ignore_index=ignore_index, bce_reduce=bce_reduce, keep=tuple(keep or ()), device=device,
+            on_invalid=on_invalid,
+        )
+        with _progress(quiet) as progress:
+            kwargs = dict(fmt=fmt, overwrite=overwrite, on_start=progress.start, on_progress=progress.update)
+            if engine == "dask":
+                from . import dask as xdask
+
+                summary = xdask.score_files(inputs, output, opts, scheduler=scheduler, workers=workers, **kwargs)
+            else:
+                summary = pipeline.score_files(
+                    inputs, output, opts, batch_rows=batch_rows, threads=threads,
+                    on_warning=None if quiet else _warn, **kwargs,
+                )
+    except InvalidInputError as e:
+        fail(str(e), 2)
+    except typer.Exit:
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # a bug or an environment problem: one line, exit 1
+        fail(f"unexpected error: {type(e).__name__}: {e}", 1)
+    elapsed = time.perf_counter() - started
+    report = summary.to_dict() | {
+        "output": str(output),
+        "wall_seconds": elapsed,
+        "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
+    }
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(report, indent=2) + "\n")
+    if not quiet:
+        show_summary(summary, elapsed, output)
+
+
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class _NoProgress:
+    def start(self, total):
+        pass
+
+    def update(self, done):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Progress(_NoProgress):
+    """A rich progress bar on stderr: rows, rows/s, ETA."""
+
+    def __init__(self):
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self._task = None
+        self._t0 = time.perf_counter()
+
+    def start(self, total):
+        self._task = self._bar.add_task("score", total=total, rate="")
+
+    def update(self, done):
+        if self._task is not None:
+            dt = time.perf_counter() - self._t0
+            self._bar.update(self._task, completed=done, rate=f"{done / dt:,.0f} rows/s" if dt > 0 else "")
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._bar.__exit__(*exc)
+
+
+def _progress(quiet: bool):
+    return _NoProgress() if quiet or not err_console.is_terminal else _Progress()
+
+
+def show_summary(summary, elapsed: float, output) -> None:
+    """The end-of-run table (shared by the local and the Dask engines)."""
+    from rich.table import Table
+
+    d = summary.to_dict()
+    table = Table(title=f"xent score -> {output}", title_justify="left")
+    table.add_column("rows scored", justify="right")
+    table.add_column("invalid", justify="right")
+    table.add_column("ignored", justify="right")
+    table.add_column("wall time", justify="right")
+    table.add_column("rows/s", justify="right")
+    table.add_row(
+        f"{d['rows']:,}", f"{d['invalid_rows']:,}", f"{d['ignored_rows']:,}", f"{elapsed:.2f} s",
+        f"{d['rows'] / elapsed:,.0f}" if elapsed > 0 else "-",
+    )
+    out_console.print(table)
+    losses = Table(show_edge=True)
+    for name in ("loss", "mean", "median", "p95", "max"):
+        losses.add_column(name, justify="right" if name != "loss" else "left")
+    for name, st in d["losses"].items():
+        cells = [st[k] for k in ("mean", "median", "p95", "max")]
+        losses.add_row(name, *("-" if v is None else f"{v:.4g}" for v in cells))
+    out_console.print(losses)
+    if d["worst_classes"]:
+        worst = Table(title="worst classes by mean CCE", title_justify="left")
+        for name in ("class", "mean CCE", "rows"):
+            worst.add_column(name, justify="right")
+        for row in d["worst_classes"]:
+            worst.add_row(str(row["class"]), f"{row['mean_cce']:.4g}", f"{row['rows']:,}")
+        out_console.print(worst)
 
 
 # ---- advise / report (issue 7) --------------------------------------------------------

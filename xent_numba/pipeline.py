@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import queue
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from . import api, losses
+from . import api, io, losses
 from .errors import InvalidInputError
 from .summary import Summary
 
@@ -207,3 +209,198 @@ def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInp
         n_invalid=e.n_invalid,
         detail=e.detail,
     )
+
+
+# ---- the local streaming engine ---------------------------------------------------------
+
+DEFAULT_BATCH_BYTES = 32 << 20  # decoded prediction bytes per batch when --batch-rows is not given
+_QUEUE_DEPTH = 2  # batches in flight between stages: bounds memory
+_DONE = object()
+
+
+def _default_batch_rows(source, cols) -> int:
+    per_row = source.bytes_per_row(cols.needed)
+    if per_row <= 0:
+        return 65536
+    return int(min(max(DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
+
+
+class _Stage(threading.Thread):
+    """A daemon thread feeding (or draining) a bounded queue; an exception it raises is
+    handed to the main thread through the queue (or ``error``)."""
+
+    def __init__(self, target):
+        super().__init__(daemon=True)
+        self._target_fn = target
+        self.error = None
+        self.stop = threading.Event()
+
+    def run(self):
+        try:
+            self._target_fn(self)
+        except BaseException as exc:  # handed over, re-raised in the main thread
+            self.error = exc
+
+
+def _put(q: queue.Queue, item, stage: _Stage) -> bool:
+    while not stage.stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def score_files(
+    inputs,
+    output: str,
+    opts: ScoreOptions,
+    *,
+    fmt: str | None = None,
+    batch_rows: int | None = None,
+    threads: int | None = None,
+    overwrite: bool = False,
+    on_progress=None,
+    on_start=None,
+    on_warning=None,
+) -> Summary:
+    """Score Parquet / Arrow IPC files into one output file, streaming with bounded memory.
+
+    Three stages overlap: a reader thread decodes the next batch (only the needed columns),
+    the calling thread runs the kernels (which release the GIL), a writer thread encodes
+    the previous result into a temporary file beside ``output``, renamed into place only
+    when every row was scored. Rows come out in input order, one per input row.
+    ``on_start(total_rows)``, ``on_progress(rows_done)`` and ``on_warning(text)`` report to
+    the caller (the CLI draws the progress bar). Returns the run's ``Summary``.
+    """
+    if threads:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        pa.set_cpu_count(max(1, int(threads)))
+    if batch_rows is not None and batch_rows < 1:
+        raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
+    fmt = io.output_format(str(output), fmt)
+    sources = [io.Source(p) for p in io.expand_inputs(inputs)]
+    plans = []
+    for src in sources:
+        try:
+            plans.append(resolve_columns(src.schema, opts))
+        except InvalidInputError as e:
+            raise InvalidInputError(e.reason, column=e.column, source=src.path) from None
+    cols = plans[0]
+    for src, c in zip(sources, plans, strict=True):
+        if c != cols:
+            raise InvalidInputError(
+                f"its columns differ from {sources[0].path}'s ({', '.join(c.pred)} vs {', '.join(cols.pred)})",
+                source=src.path,
+            )
+    if on_start:
+        on_start(sum(s.num_rows for s in sources))
+    writer = io.AtomicWriter(str(output), fmt, overwrite)
+    summary = Summary()
+    to_score: queue.Queue = queue.Queue(_QUEUE_DEPTH)
+    to_write: queue.Queue = queue.Queue(_QUEUE_DEPTH)
+
+    def read(stage):
+        offset = 0
+        for src in sources:
+            rows = batch_rows or _default_batch_rows(src, cols)
+            for batch in src.batches(cols.needed, rows):
+                if not _put(to_score, (src, offset, batch), stage):
+                    return
+                offset += batch.num_rows
+        _put(to_score, _DONE, stage)
+
+    def write(stage):
+        while True:
+            item = to_write.get()
+            if item is _DONE:
+                return
+            writer.write(item)
+            written.n += item.num_rows
+            if on_progress:
+                on_progress(written.n)
+
+    written = _Counter()
+    reader, writer_thread = _Stage(read), _Stage(write)
+    reader.start()
+    writer_thread.start()
+    out_schema = None
+    try:
+        first = True
+        while True:
+            item = _get(to_score, reader)
+            if item is _DONE:
+                break
+            src, offset, batch = item
+            if first and on_warning:
+                from .advise import first_batch_warning
+
+                msg = first_batch_warning(batch, cols, opts)
+                if msg:
+                    on_warning(msg)
+            first = False
+            try:
+                scored = score_batch(batch, opts, cols, row_offset=offset, summary=summary)
+            except InvalidInputError as e:
+                raise InvalidInputError(
+                    e.reason, row=e.row, column=e.column, status=e.status,
+                    n_invalid=e.n_invalid, detail=e.detail, source=src.path,
+                ) from None
+            out_schema = scored.schema
+            _put_checked(to_write, scored, writer_thread)
+        _put_checked(to_write, _DONE, writer_thread)
+        writer_thread.join()
+        if writer_thread.error:
+            raise writer_thread.error
+        if out_schema is None:  # no rows at all: an empty file with the output columns
+            empty = pa.Table.from_batches([], schema=sources[0].schema.select(cols.needed))
+            out_schema = score_batch(empty, opts, cols).schema
+        writer.commit(out_schema)
+    except BaseException:
+        reader.stop.set()
+        writer_thread.stop.set()
+        _drain(to_write)
+        writer_thread.join(timeout=5)
+        writer.abort()
+        raise
+    return summary
+
+
+class _Counter:
+    n = 0
+
+
+def _get(q: queue.Queue, stage: _Stage):
+    """Next item from a producer stage, re-raising its exception in this thread."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            pass
+        if stage.error is not None:
+            raise stage.error
+        if not stage.is_alive() and q.empty():
+            raise RuntimeError("the reader stopped without finishing")
+
+
+def _put_checked(q: queue.Queue, item, stage: _Stage) -> None:
+    """Hand ``item`` to a consumer stage, re-raising its exception if it died."""
+    while True:
+        if stage.error is not None:
+            raise stage.error
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
