@@ -23,16 +23,13 @@ kernels are not involved except for scoring one example row.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import losses
+from . import io, losses
 from .arrow import Ragged, as_rows
 from .errors import InvalidInputError
 
@@ -490,33 +487,6 @@ def first_batch_warning(batch, cols, opts) -> str | None:
 # ---- files -------------------------------------------------------------------------------------
 
 
-def expand_inputs(inputs) -> list[str]:
-    """Parquet files named by INPUT arguments: files, directories (their ``*.parquet``,
-    sorted, recursively) and globs, in the order given."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    files: list[str] = []
-    for item in inputs:
-        item = str(item)
-        if os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*.parquet") if p.is_file())
-            if not found:
-                raise InvalidInputError(f"{item}: directory holds no .parquet files")
-            files += found
-        elif any(ch in item for ch in "*?["):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not found:
-                raise InvalidInputError(f"{item}: no file matches this pattern")
-            files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            raise InvalidInputError(f"{item}: no such file or directory")
-    if not files:
-        raise InvalidInputError("no input files given")
-    return files
-
-
 def advise_file(
     inputs, pred: str = "pred", label: str = "label", sample_rows: int = SAMPLE_ROWS,
     *, ignore_index: int | None = None,
@@ -530,16 +500,15 @@ def advise_file(
         raise InvalidInputError(f"--sample-rows must be at least 1; got {sample_rows}")
     opts = ScoreOptions(pred=pred, label=label)
     preds, labels, got = [], [], 0
-    for path in expand_inputs(inputs):
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    for path in io.expand_inputs(inputs):
+        src = io.Source(path)
         try:
-            f = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InvalidInputError(f"{path}: cannot read as Parquet ({exc})") from None
-        try:
-            cols = resolve_columns(f.schema_arrow, opts)
+            cols = resolve_columns(src.schema, opts)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{path}: {exc.reason}") from None
-        for batch in f.iter_batches(batch_size=min(65_536, sample_rows), columns=list(cols.pred + cols.label)):
+            raise InvalidInputError(exc.reason, source=path) from None
+        for batch in src.batches(list(cols.pred + cols.label), min(65_536, sample_rows)):
             batch = batch.slice(0, sample_rows - got)
             preds.append(_column(batch, cols.pred))
             labels.append(_column(batch, cols.label))
@@ -560,4 +529,4 @@ def _chunked(arrays: list):
     return pa.chunked_array(arrays)
 
 
-__all__ = ["advise_arrays", "advise_file", "check_fit", "first_batch_warning", "expand_inputs"]
+__all__ = ["advise_arrays", "advise_file", "check_fit", "first_batch_warning"]

@@ -290,12 +290,6 @@ def show_summary(summary, elapsed: float, output) -> None:
 # ---- advise / report (issue 7) --------------------------------------------------------
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
 def _advice_panel(advice: dict):
     """The readable form of ``xent advise``: a rich panel."""
     from rich.console import Group
@@ -351,7 +345,7 @@ def advise_cmd(
     try:
         advice = advise_file(inputs, pred=pred, label=label, sample_rows=sample_rows, ignore_index=ignore_index)
     except InvalidInputError as e:
-        fail(_escape(str(e)), 2)
+        fail(str(e), 2)
     if as_json:
         typer.echo(json.dumps(advice, indent=2))
     else:
@@ -376,9 +370,9 @@ def report_cmd(
     try:
         res = render_report(scores, output, label=label)
     except InvalidInputError as e:
-        fail(_escape(str(e)), 2)
+        fail(str(e), 2)
     except OSError as e:
-        fail(_escape(f"{output}: cannot write the report ({e.strerror or e})"), 2)
+        fail(f"{output}: cannot write the report ({e.strerror or e})", 2)
     out_console.print(f"Wrote {res['output']} ({res['format'].upper()}, {res['summary']['rows']:,} rows)", highlight=False)
 
 

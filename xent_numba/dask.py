@@ -12,7 +12,6 @@ when every partition succeeded; on any error it is removed.
 
 from __future__ import annotations
 
-import glob
 import os
 import pickle
 import shutil
@@ -24,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import io
 from .errors import InvalidInputError
 from .pipeline import ScoreOptions, resolve_columns, score_batch
 from .summary import Summary
@@ -112,29 +112,6 @@ def _with_source(e: InvalidInputError, source, row_offset=0) -> InvalidInputErro
 # ---- the CLI engine ---------------------------------------------------------------------
 
 
-def expand_inputs(inputs) -> list[str]:
-    """Parquet files named by INPUT arguments: files, directories (their ``*.parquet``,
-    sorted) and globs, in the order given."""
-    files: list[str] = []
-    for item in inputs:
-        item = str(item)
-        if os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*.parquet") if p.is_file())
-            if not found:
-                raise InvalidInputError(f"{item}: directory holds no .parquet files")
-            files += found
-        elif any(ch in item for ch in "*?["):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            if not found:
-                raise InvalidInputError(f"{item}: no file matches this pattern")
-            files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            raise InvalidInputError(f"{item}: no such file or directory")
-    return files
-
-
 def _plan(files):
     """``[(file, global_row_offset)]`` per row group, from the Parquet footers, and the schema."""
     plan, offset, schema = [], 0, None
@@ -204,7 +181,7 @@ def score_files(
     out = Path(output)
     if out.exists() and not overwrite:
         raise InvalidInputError(f"{output} exists; pass --overwrite to replace it")
-    files = expand_inputs(inputs)
+    files = io.expand_inputs(inputs, io.PARQUET_EXT)
     plan, schema, total = _plan(files)
     cols = resolve_columns(schema, opts)
     if on_start:
