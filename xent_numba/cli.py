@@ -21,7 +21,6 @@ from . import __version__
 
 app = typer.Typer(
     name="xent",
-    help="Score per-row categorical (CCE) and binary (BCE) cross-entropy over large Parquet dumps.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -191,7 +191,7 @@ def score_files(
     summary = Summary()
     try:
         if total == 0:
-            empty = pa.Table.from_batches([], schema=schema.select(cols.needed))
+            empty = pa.schema([schema.field(c) for c in cols.needed]).empty_table()
             batch = score_batch(empty, opts, cols, summary=summary)
             pq.write_table(pa.Table.from_batches([batch]), tmpdir / "part.00000.parquet")
         else:

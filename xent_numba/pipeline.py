@@ -356,7 +356,7 @@ def score_files(
         if writer_thread.error:
             raise writer_thread.error
         if out_schema is None:  # no rows at all: an empty file with the output columns
-            empty = pa.Table.from_batches([], schema=sources[0].schema.select(cols.needed))
+            empty = pa.schema([sources[0].schema.field(c) for c in cols.needed]).empty_table()
             out_schema = score_batch(empty, opts, cols).schema
         writer.commit(out_schema)
     except BaseException:
