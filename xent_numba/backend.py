@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 
 from .errors import InvalidInputError
 from .losses import DEVICES
-
-log = logging.getLogger("xent_numba")
 
 SIMULATOR_ENV = "XENT_NUMBA_SIMULATOR"
 
@@ -39,7 +37,7 @@ def resolve(device: str) -> str:
     if device == "auto":
         if cuda_usable():
             return "cuda"
-        log.info("device='auto': no CUDA GPU is usable here, scoring on the CPU")
+        warnings.warn("device='auto': no CUDA GPU is usable here, scoring on the CPU", RuntimeWarning, stacklevel=4)
         return "cpu"
     if device == "cuda" and not cuda_usable():
         raise InvalidInputError(

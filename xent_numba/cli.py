@@ -10,6 +10,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -145,7 +146,9 @@ def score(
     started = time.perf_counter()
     try:
         if device != "cpu":
-            chosen = backend.resolve(device)
+            with warnings.catch_warnings():  # the CLI says which device it chose, below
+                warnings.simplefilter("ignore")
+                chosen = backend.resolve(device)
             if device == "auto" and not quiet:
                 note = "a CUDA GPU is usable" if chosen == "cuda" else "no CUDA GPU is usable"
                 err_console.print(f"device: {chosen} ({note})", highlight=False)
