@@ -89,24 +89,12 @@ def _score_frame(df, opts, cols, out_type, partition_info=None):
     try:
         batch = score_batch(_arrow(df), opts, cols)
     except InvalidInputError as e:
-        raise _with_source(e, f"partition {part}" if part is not None else None) from None
+        raise e.moved(source=f"partition {part}" if part is not None else None) from None
     table = pa.Table.from_batches([batch])
     table = table.cast(pa.schema([f if f.name not in opts.losses else pa.field(f.name, out_type) for f in table.schema]))
     out = table.to_pandas(types_mapper=pd.ArrowDtype)
     out.index = df.index
     return out
-
-
-def _with_source(e: InvalidInputError, source, row_offset=0) -> InvalidInputError:
-    return InvalidInputError(
-        e.reason,
-        row=None if e.row is None else e.row + row_offset,
-        column=e.column,
-        status=e.status,
-        n_invalid=e.n_invalid,
-        detail=e.detail,
-        source=source,
-    )
 
 
 # ---- the CLI engine ---------------------------------------------------------------------
@@ -140,7 +128,7 @@ def _score_and_write(df, opts, cols, plan, tmpdir, threads, partition_info=None)
     try:
         batch = score_batch(_arrow(df), opts, cols, row_offset=offset, summary=summary)
     except InvalidInputError as e:
-        raise _with_source(e, source) from None
+        raise e.moved(source=source) from None
     pq.write_table(pa.Table.from_batches([batch]), os.path.join(tmpdir, f"part.{number:05d}.parquet"))
     return pd.DataFrame({"rows": [len(df)], "summary": [pickle.dumps(summary)]})
 

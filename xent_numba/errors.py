@@ -23,21 +23,22 @@ class InvalidInputError(ValueError):
         self.detail = detail
         super().__init__(self._message())
 
-    def __reduce__(self):  # keep the attributes when raised in a Dask worker
-        kw = dict(row=self.row, column=self.column, status=self.status,
-                  n_invalid=self.n_invalid, detail=self.detail, source=self.source)
-        return _rebuild, (self.reason, kw)
+    def _fields(self) -> dict:
+        return dict(row=self.row, column=self.column, status=self.status,
+                    n_invalid=self.n_invalid, detail=self.detail, source=self.source)
 
-    def _message(self, row_offset=0, column_name=None):
-        parts = [str(self.source)] if self.source else []
+    def __reduce__(self):  # keep the attributes when raised in a Dask worker
+        return _rebuild, (self.reason, self._fields())
+
+    def _message(self) -> str:
+        where = []
         if self.row is not None:
-            parts.append(f"row {self.row + row_offset}")
-        col = column_name or self.column
-        if col:
-            parts.append(f"column {col!r}")
-        head = ", ".join(parts[1:] if self.source else parts)
+            where.append(f"row {self.row}")
+        if self.column:
+            where.append(f"column {self.column!r}")
+        head = ", ".join(where)
         if self.source:
-            head = f"{parts[0]}: {head}" if head else str(parts[0])
+            head = f"{self.source}: {head}" if head else str(self.source)
         msg = f"{head}: {self.reason}" if head else self.reason
         if self.detail:
             msg += f" ({self.detail})"
@@ -45,9 +46,15 @@ class InvalidInputError(ValueError):
             msg += f"; {self.n_invalid} invalid rows in total"
         return msg
 
-    def with_context(self, *, row_offset=0, column_name=None):
-        """The same message with a global row number and the user's column name."""
-        return self._message(row_offset, column_name)
+    def moved(self, *, row_offset=0, column=None, source=None) -> InvalidInputError:
+        """A copy re-addressed: rows shifted by ``row_offset`` (to global row numbers), the
+        column renamed to the user's name, the source file set (when given)."""
+        kw = self._fields()
+        if self.row is not None:
+            kw["row"] = self.row + row_offset
+        kw["column"] = column or self.column
+        kw["source"] = source or self.source
+        return InvalidInputError(self.reason, **kw)
 
 
 def _rebuild(reason, kw):

@@ -171,17 +171,13 @@ def score_batch(
     names = list(cols.keep)
     bad_any = np.zeros(len(batch), dtype=bool)
     ignored_any = np.zeros(len(batch), dtype=bool)
+    on_invalid = "error" if opts.on_invalid == "error" else "nan"
     for loss in opts.losses:
         try:
-            out, status = api.score(loss, pred, label, on_invalid="nan", **opts.kernel_kwargs(loss))
+            out, status = api.score(loss, pred, label, on_invalid=on_invalid, **opts.kernel_kwargs(loss))
         except InvalidInputError as e:
             raise relocate(e, cols, row_offset) from None
         bad = status > losses.IGNORED
-        if opts.on_invalid == "error" and bad.any():
-            try:  # re-run the row checks to name the first bad row and value
-                api.score(loss, pred, label, on_invalid="error", **opts.kernel_kwargs(loss))
-            except InvalidInputError as e:
-                raise relocate(e, cols, row_offset) from None
         bad_any |= bad
         ignored_any |= status == losses.IGNORED
         null = status != losses.OK
@@ -201,14 +197,7 @@ def score_batch(
 def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInputError:
     """The API's error re-addressed to the user's column name and the global row number."""
     column = {"pred": cols.describe("pred"), "target": cols.describe("label")}.get(e.column, e.column)
-    return InvalidInputError(
-        e.reason,
-        row=None if e.row is None else e.row + row_offset,
-        column=column,
-        status=e.status,
-        n_invalid=e.n_invalid,
-        detail=e.detail,
-    )
+    return e.moved(row_offset=row_offset, column=column)
 
 
 # ---- the local streaming engine ---------------------------------------------------------
@@ -288,7 +277,7 @@ def score_files(
         try:
             plans.append(resolve_columns(src.schema, opts))
         except InvalidInputError as e:
-            raise InvalidInputError(e.reason, column=e.column, source=src.path) from None
+            raise e.moved(source=src.path) from None
     cols = plans[0]
     for src, c in zip(sources, plans, strict=True):
         if c != cols:
@@ -345,10 +334,7 @@ def score_files(
             try:
                 scored = score_batch(batch, opts, cols, row_offset=offset, summary=summary)
             except InvalidInputError as e:
-                raise InvalidInputError(
-                    e.reason, row=e.row, column=e.column, status=e.status,
-                    n_invalid=e.n_invalid, detail=e.detail, source=src.path,
-                ) from None
+                raise e.moved(source=src.path) from None
             out_schema = scored.schema
             _put_checked(to_write, scored, writer_thread)
         _put_checked(to_write, _DONE, writer_thread)
