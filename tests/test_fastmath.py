@@ -93,7 +93,8 @@ def test_kernel_loops_vectorise():
 
     x = np.linspace(0.1, 0.9, 64)
     fresh = njit(cache=False)(cpu._narrow_dense.py_func)
-    fresh(x, cpu._NO_OFFSETS, 8, x, cpu._NO_OFFSETS, 8, _params(), np.empty(8), np.empty(8, np.int8))
+    scr = cpu._scratch(8, 64)
+    fresh(x, cpu._NO_OFFSETS, 8, x, cpu._NO_OFFSETS, 8, _params(), np.empty(8), np.empty(8, np.int8), scr)
     asm = "".join(fresh.inspect_asm().values())
     assert any(r in asm for r in ("%ymm", "%zmm", "pd\t%xmm")), "no packed double instructions"
 
@@ -102,3 +103,66 @@ def _params():
     from xent_numba import losses
 
     return losses.make_params("bce", dtype=np.float64)
+
+
+# ---- float32 variants -------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _apply32(name, x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        if name == 0:
+            out[i] = fm.exp32(x[i])
+        elif name == 1:
+            out[i] = fm.log1pexp32(x[i])
+        else:
+            out[i] = fm.softplus32(x[i])
+    return out
+
+
+def _ref32(name, x64):
+    with np.errstate(all="ignore"):
+        if name == "exp32":
+            return np.exp(x64)
+        if name == "log1pexp32":
+            return np.log1p(np.exp(-np.abs(x64)))
+        return np.logaddexp(0.0, x64)
+
+
+SPECIAL32 = np.array([0.0, -0.0, 1.0, -1.0, 0.5, 2.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.1754944e-38,
+                      -1.1754944e-38, 3.4028235e38, -3.4028235e38, 88.72283, 88.72284, 88.8, -87.3, -103.27,
+                      -103.98, -104.0, -110.0, 1e-7, -1e-7, 16.6, -16.6], dtype=np.float32)
+ULPS32 = {"exp32": 1.5, "log1pexp32": 5.0, "softplus32": 5.0}
+
+
+@pytest.mark.parametrize("name", list(ULPS32))
+def test_float32_within_a_few_ulp(name):
+    """Every float32 bit pattern class (subnormals, huge, 0, 1, +-inf, NaN), in float32 ulps
+    of the exact result (computed in float64)."""
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2**32, 2_000_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = np.concatenate([bits, rng.uniform(-110, 95, 1_000_000).astype(np.float32),
+                        rng.uniform(-2, 2, 500_000).astype(np.float32), SPECIAL32])
+    want = _ref32(name, x.astype(np.float64))
+    got = _apply32(list(ULPS32).index(name), x)
+    assert got.dtype == np.float32
+    with np.errstate(over="ignore"):
+        want32 = want.astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want32))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want32))
+    fin = np.isfinite(want32)
+    with np.errstate(over="ignore"):
+        ulp = np.spacing(np.abs(want32[fin])).astype(np.float64)  # inf at the top: no error
+    err = np.abs(got[fin].astype(np.float64) - want[fin]) / ulp
+    assert err.max() <= ULPS32[name]
+
+
+def test_float32_special_values():
+    e = _apply32(0, np.array([0.0, -np.inf, np.inf, np.nan, -200.0, 200.0, 1.0], np.float32))
+    assert e[0] == 1.0 and e[1] == 0.0 and e[2] == np.inf and np.isnan(e[3]) and e[4] == 0.0 and e[5] == np.inf
+    assert e[6] == np.float32(np.e)
+    lp = _apply32(1, np.array([0.0, np.inf, -np.inf, np.nan, 200.0, 1e-45], np.float32))
+    assert lp[0] == np.float32(np.log(2.0)) and lp[1] == 0.0 and lp[2] == 0.0 and np.isnan(lp[3]) and lp[4] == 0.0
+    sp = _apply32(2, np.array([np.inf, -np.inf, 50.0, -50.0], np.float32))
+    assert sp[0] == np.inf and sp[1] == 0.0 and sp[2] == 50.0 and sp[3] == np.float32(np.exp(-50.0))

@@ -25,7 +25,8 @@ import threading
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import _fastmath as fm
 from .arrow import Dense, Ragged
@@ -45,7 +46,7 @@ _INF = math.inf
 _NAN = math.nan
 _SUM_ATOL = 1e-3  # losses.DENSE_SUM_RTOL, against a target sum of 1
 
-_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # never nnan / ninf
+_FASTMATH = {"nsz", "arcp", "afn", "reassoc"}  # never nnan / ninf; no contract: see below
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
 _pjit = dict(_jit, parallel=True)
 _ijit = dict(_jit, inline="always")  # tiny helpers: inlined so the loops around them vectorise
@@ -557,11 +558,17 @@ def _fast_dense(pv, po, pc, tv, to, tc, prm, out, status):
 #
 # With C = 10 the loop over one row's classes is shorter than a vector, so it runs scalar.
 # Instead a block of ``_BLOCK`` rows is scored as one flat run of values: the per-element
-# terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow, and the
-# last per-row ``log`` runs vectorised across the rows. Row checks are scalar (cheap
-# compares); the value checks are one flat pass per block, per row only when it fails.
+# terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow (for a
+# dense (N, C) layout as C strided passes across the rows, which vectorise), and the last
+# per-row ``log`` runs vectorised across the rows. Value checks are one flat branch-free
+# pass per block, per row only when it fails. For float32 inputs the costly elementwise
+# terms (BCE from logits) are computed in float32 and summed in float64.
+#
+# The scratch is allocated by the caller (``_scratch``): one row per chunk of blocks, and
+# the kernels allocate nothing.
 
 _BLOCK = 256
+_NROW = 4 * _BLOCK  # per-row scratch: S, R, T, M
 
 
 @njit(**_jit)
@@ -581,7 +588,7 @@ def _flat_pred_ok(v, a0, a1, from_logits):
     else:
         for k in range(a0, a1):
             x = v[k]
-            bad |= not ((x >= 0.0) & (x <= 1.0))
+            bad |= (x < 0.0) | (x > 1.0) | (x != x)
     return not bad
 
 
@@ -596,81 +603,56 @@ def _row_pred_status(v, a, n, from_logits):
 
 
 @njit(**_jit)
+def _rsum(X, shift, po, pc, r0, r1, S):
+    """``S_j = sum of X[a_i + shift : a_i + n_i + shift]`` for rows ``i = r0 + j``.
+
+    Dense rows: C strided passes across the block (vectorised across rows)."""
+    nb = r1 - r0
+    if pc >= 0:
+        base = r0 * pc + shift
+        for j in range(nb):
+            S[j] = 0.0
+        for c in range(pc):
+            for j in range(nb):
+                S[j] += float(X[base + j * pc + c])
+        return
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        s = 0.0
+        for c in range(a + shift, a + n + shift):
+            s += float(X[c])
+        S[i - r0] = s
+
+
+@njit(**_jit)
+def _rmax(v, po, pc, r0, r1, M):
+    """``M_j = max of row r0 + j`` (-inf for an empty row); dense rows: strided passes."""
+    nb = r1 - r0
+    for j in range(nb):
+        M[j] = -_INF
+    if pc >= 0:
+        base = r0 * pc
+        for c in range(pc):
+            for j in range(nb):
+                x = float(v[base + j * pc + c])
+                M[j] = x if x > M[j] else M[j]
+        return
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        m = -_INF
+        for c in range(a, a + n):
+            x = float(v[c])
+            m = x if x > m else m
+        M[i - r0] = m
+
+
+@njit(**_jit)
 def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s):
     """``out_i = (R_i + T_i log S_i) * scale`` (or ``S_i`` without the log) for OK rows, else NaN."""
     for i in range(r0, r1):
         j = i - r0
         v = R[j] + T[j] * fm.log(S[j]) if log_s else S[j]
         out[i] = v * prm.scale if status[i] == OK else _NAN
-
-
-@njit(**_jit)
-def _block_index(pv, po, pc, y, prm, out, status, r0, r1):
-    """Score rows ``r0:r1`` against index labels, vectorised across the block."""
-    a0, a1 = _block_span(po, pc, r0, r1)
-    for i in range(r0, r1):
-        _, n = _span(po, pc, i)
-        status[i] = _index_status(n, y[i], prm)
-    if not _flat_pred_ok(pv, a0, a1, prm.from_logits):
-        for i in range(r0, r1):
-            if status[i] == OK:
-                a, n = _span(po, pc, i)
-                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
-    nb = r1 - r0
-    S = np.empty(nb)
-    if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
-        for i in range(r0, r1):
-            a, _ = _span(po, pc, i)
-            S[i - r0] = float(pv[a + y[i]]) if status[i] == OK else 1.0
-        for i in range(r0, r1):
-            v = -_clog(S[i - r0], prm.lo, prm.hi, prm.logmin)
-            out[i] = v * prm.scale if status[i] == OK else _NAN
-        return
-    E = np.empty(a1 - a0)
-    R = np.zeros(nb)
-    T = np.ones(nb)
-    if not prm.bce:  # CCE from logits: (m - x_y) + log sum exp(x - m)
-        for i in range(r0, r1):
-            a, n = _span(po, pc, i)
-            m, _ = _logit_max(pv, a, n)
-            m = m if status[i] == OK else 0.0
-            for c in range(a, a + n):
-                E[c - a0] = float(pv[c]) - m
-            R[i - r0] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
-        for k in range(a1 - a0):
-            E[k] = fm.exp(E[k])
-        _row_sums(E, po, pc, r0, r1, a0, S)
-        _finish_rows(out, status, r0, r1, S, R, T, prm, True)
-        return
-    if prm.from_logits:  # BCE: sum_c f(x_c, 0) - x_y, f(x, t) = max(x, 0) - x t + log1p(e^-|x|)
-        for k in range(a0, a1):
-            E[k - a0] = _softplus_term(float(pv[k]), 0.0)
-        _row_sums(E, po, pc, r0, r1, a0, S)
-        for i in range(r0, r1):
-            a, n = _span(po, pc, i)
-            if status[i] == OK:
-                S[i - r0] -= float(pv[a + y[i]])
-    else:  # BCE from probabilities, hard one-hot targets: one log per class
-        M = np.zeros(a1 - a0, dtype=np.bool_)
-        for i in range(r0, r1):
-            a, n = _span(po, pc, i)
-            if status[i] == OK:
-                M[a + y[i] - a0] = True
-        for k in range(a0, a1):
-            E[k - a0] = _bce_hard(float(pv[k]), M[k - a0], prm.lo, prm.hi, prm.logmin)
-        _row_sums(E, po, pc, r0, r1, a0, S)
-    _bce_rows(out, status, po, pc, r0, r1, S, prm)
-
-
-@njit(**_jit)
-def _row_sums(E, po, pc, r0, r1, a0, S):
-    """``S_i = sum of E over row i`` (E holds the block's elements from ``a0`` on)."""
-    for i in range(r0, r1):
-        a, n = _span(po, pc, i)
-        s = 0.0
-        for c in range(a - a0, a - a0 + n):
-            s += E[c]
-        S[i - r0] = s
 
 
 @njit(**_jit)
@@ -681,61 +663,188 @@ def _bce_rows(out, status, po, pc, r0, r1, S, prm):
         out[i] = v if status[i] == OK else _NAN
 
 
+def _lpe(x):
+    """``log(1 + e^-|x|)`` as a float64 (for jitted code; see the overload)."""
+
+
+@overload(_lpe, jit_options=_ijit)
+def _lpe_impl(x):
+    if x == types.float32:  # float32 inputs: computed in float32 (2x the vector width)
+        return lambda x: float(fm.log1pexp32(x))
+    return lambda x: fm.log1p(fm.exp(-abs(float(x))))
+
+
+@njit(**_ijit)
+def _softplus_t(x, t):
+    """BCE from a logit ``x`` (input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as float64."""
+    xf = float(x)
+    return (_max(xf, 0.0) - xf * t) + _lpe(x)
+
+
 @njit(**_jit)
-def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
-    """Score rows ``r0:r1`` against dense targets, vectorised across the block."""
-    a0, a1 = _block_span(po, pc, r0, r1)
-    b0, _ = _block_span(to, tc, r0, r1)
-    aligned = True
-    for i in range(r0, r1):
-        _, n = _span(po, pc, i)
-        _, k = _span(to, tc, i)
-        aligned &= n == k
-    if not aligned:  # some row's target length differs: score the rows one by one
-        for i in range(r0, r1):
-            a, n = _span(po, pc, i)
-            b, k = _span(to, tc, i)
-            v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
-            out[i] = v
-            status[i] = s
-        return
-    d = b0 - a0  # target index = pred index + d, for the whole block
-    nb = r1 - r0
-    T = np.zeros(nb)
-    hard = True
+def _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1):
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
-        if n == 0:
-            status[i] = EMPTY_ROW
-        elif prm.bce:
-            s, h = _bce_target_status(tv, a + d, n)
-            hard &= h
-            status[i] = s
-        else:
-            s = _cce_target_status(tv, a + d, n)
-            status[i] = s
-            tsum = 0.0
-            for c in range(a + d, a + d + n):
-                tsum += float(tv[c])
-            T[i - r0] = tsum
+        v, s = _fast_index_row(pv, a, n, y[i], prm)
+        out[i] = v
+        status[i] = s
+
+
+@njit(**_jit)
+def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` against index labels, vectorised across the block."""
+    a0, a1 = _block_span(po, pc, r0, r1)
+    ne = a1 - a0
+    cap = scr.shape[0] - _NROW
+    if ne > cap:  # wider rows than the scratch holds
+        _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
+        return
+    flat_ok = _flat_pred_ok(pv, a0, a1, prm.from_logits)
+    ign = prm.has_ignore and not prm.bce
+    for i in range(r0, r1):  # branch-free row checks
+        _, n = _span(po, pc, i)
+        yi = y[i]
+        s = OK
+        s = LABEL_RANGE if (yi < 0) | (yi >= n) else s
+        s = IGNORED if ign & (yi == prm.ignore_index) else s
+        s = EMPTY_ROW if n == 0 else s
+        status[i] = s
+    if not flat_ok:
+        for i in range(r0, r1):
+            if status[i] == OK:
+                a, n = _span(po, pc, i)
+                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+    S = scr[cap : cap + _BLOCK]
+    if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
+        for i in range(r0, r1):
+            a, _ = _span(po, pc, i)
+            S[i - r0] = float(pv[a + y[i]]) if status[i] == OK else 1.0
+        for i in range(r0, r1):
+            v = -_clog(S[i - r0], prm.lo, prm.hi, prm.logmin) * prm.scale
+            out[i] = v if status[i] == OK else _NAN
+        return
+    E = scr[:ne]
+    R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
+    T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
+    if not prm.bce:  # CCE from logits: (m - x_y) + log sum exp(x - m)
+        M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
+        _rmax(pv, po, pc, r0, r1, M)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            j = i - r0
+            m = M[j] if status[i] == OK else 0.0
+            for c in range(a, a + n):
+                E[c - a0] = float(pv[c]) - m
+            R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
+            T[j] = 1.0
+        for k in range(ne):
+            E[k] = fm.exp(E[k])
+        _rsum(E, -a0, po, pc, r0, r1, S)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True)
+        return
+    if prm.from_logits:  # BCE: sum_c f(x_c, 0) - x_y, f(x, t) = max(x, 0) - x t + log1p(e^-|x|)
+        for k in range(a0, a1):
+            E[k - a0] = _softplus_t(pv[k], 0.0)
+        _rsum(E, -a0, po, pc, r0, r1, S)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] == OK:
+                S[i - r0] -= float(pv[a + y[i]])
+    else:  # BCE from probabilities, hard one-hot targets: one log per class
+        for k in range(a0, a1):
+            E[k - a0] = _bce_hard(float(pv[k]), False, prm.lo, prm.hi, prm.logmin)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] == OK:
+                k = a + y[i]
+                E[k - a0] = _bce_hard(float(pv[k]), True, prm.lo, prm.hi, prm.logmin)
+        _rsum(E, -a0, po, pc, r0, r1, S)
+    _bce_rows(out, status, po, pc, r0, r1, S, prm)
+
+
+@njit(**_jit)
+def _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        b, k = _span(to, tc, i)
+        v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
+        out[i] = v
+        status[i] = s
+
+
+@njit(**_jit)
+def _flat_target_flags(tv, b0, b1, bce):
+    """``(bad, hard)`` over ``tv[b0:b1]``: some value invalid; every value 0 or 1."""
+    bad = False
+    hard = True
+    if bce:
+        for k in range(b0, b1):
+            t = tv[k]
+            bad |= (t < 0.0) | (t > 1.0) | (t != t)
+            hard &= (t == 0.0) | (t == 1.0)
+    else:
+        for k in range(b0, b1):
+            t = float(tv[k])
+            bad |= not ((t >= 0.0) & (t < _INF))
+    return bad, hard
+
+
+@njit(**_jit)
+def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` against dense targets, vectorised across the block."""
+    a0, a1 = _block_span(po, pc, r0, r1)
+    b0, b1 = _block_span(to, tc, r0, r1)
+    ne = a1 - a0
+    cap = scr.shape[0] - _NROW
+    need = ne if prm.bce or not prm.from_logits else 2 * ne
+    aligned = need <= cap and b1 - b0 == ne
+    if aligned and pc < 0:
+        for i in range(r0, r1):
+            _, n = _span(po, pc, i)
+            _, k = _span(to, tc, i)
+            aligned &= n == k
+    if not aligned:  # some row's target length differs, or the rows are too wide
+        _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1)
+        return
+    d = b0 - a0  # target index = pred index + d, for the whole block
+    S = scr[cap : cap + _BLOCK]
+    R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
+    T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
+    E = scr[:ne]
+    bad_t, hard = _flat_target_flags(tv, b0, b1, prm.bce)
+    if not prm.bce:
+        _rsum(tv, d, po, pc, r0, r1, T)
+    for i in range(r0, r1):
+        _, n = _span(po, pc, i)
+        s = OK
+        if not prm.bce:
+            s = TARGET_SUM if abs(T[i - r0] - 1.0) > _SUM_ATOL else s
+        status[i] = EMPTY_ROW if n == 0 else s
+    if bad_t:  # find the rows with an invalid target value
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] != EMPTY_ROW:
+                if prm.bce:
+                    s, _ = _bce_target_status(tv, a + d, n)
+                else:
+                    s = _cce_target_status(tv, a + d, n)
+                status[i] = s
     if not _flat_pred_ok(pv, a0, a1, prm.from_logits):
         for i in range(r0, r1):
             if status[i] == OK:
                 a, n = _span(po, pc, i)
                 status[i] = _row_pred_status(pv, a, n, prm.from_logits)
-    S = np.empty(nb)
-    E = np.empty(a1 - a0)
     if prm.bce:
         if prm.from_logits:
             for k in range(a0, a1):
-                E[k - a0] = _softplus_term(float(pv[k]), float(tv[k + d]))
+                E[k - a0] = _softplus_t(pv[k], float(tv[k + d]))
         elif hard:
             for k in range(a0, a1):
                 E[k - a0] = _bce_hard(float(pv[k]), float(tv[k + d]) != 0.0, prm.lo, prm.hi, prm.logmin)
         else:
             for k in range(a0, a1):
                 E[k - a0] = _bce_soft(float(pv[k]), float(tv[k + d]), prm.lo, prm.hi, prm.logmin)
-        _row_sums(E, po, pc, r0, r1, a0, S)
+        _rsum(E, -a0, po, pc, r0, r1, S)
         _bce_rows(out, status, po, pc, r0, r1, S, prm)
         return
     if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
@@ -743,42 +852,63 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
             tk = float(tv[k + d])
             lp = _clog(float(pv[k]), prm.lo, prm.hi, prm.logmin)
             E[k - a0] = -(tk * lp) if tk != 0.0 else 0.0
-        _row_sums(E, po, pc, r0, r1, a0, S)
+        _rsum(E, -a0, po, pc, r0, r1, S)
         _finish_rows(out, status, r0, r1, S, S, T, prm, False)
         return
-    # CCE from logits: sum_c t_c (m - x_c) + (sum_c t_c) log sum_c exp(x_c - m)
-    R = np.empty(nb)
+    # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
+    # E holds d, then exp(d); the products t d go to the scratch after E.
+    M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
+    F = scr[ne : 2 * ne]
+    _rmax(pv, po, pc, r0, r1, M)
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
-        m, _ = _logit_max(pv, a, n)
-        m = m if status[i] == OK else 0.0
-        u = 0.0
-        for c in range(a, a + n):
-            x = float(pv[c])
-            tk = float(tv[c + d])
-            E[c - a0] = x - m
-            u += tk * (m - x) if tk != 0.0 else 0.0
-        R[i - r0] = u
-    for k in range(a1 - a0):
-        E[k] = fm.exp(E[k])
-    _row_sums(E, po, pc, r0, r1, a0, S)
+        m = M[i - r0] if status[i] == OK else 0.0
+        for c in range(a - a0, a - a0 + n):
+            E[c] = float(pv[c + a0]) - m
+    for k in range(ne):
+        tk = float(tv[k + a0 + d])
+        e = E[k]
+        F[k] = tk * e if tk != 0.0 else 0.0
+        E[k] = fm.exp(e)
+    _rsum(F, -a0, po, pc, r0, r1, R)
+    for j in range(r1 - r0):
+        R[j] = -R[j]
+    _rsum(E, -a0, po, pc, r0, r1, S)
     _finish_rows(out, status, r0, r1, S, R, T, prm, True)
 
 
+def _chunks(n_blocks):
+    return max(1, min(n_blocks, 4 * numba.get_num_threads()))
+
+
+def _scratch(n_rows, n_values):
+    """Caller-allocated scratch for the narrow kernels: one row per chunk of blocks."""
+    n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
+    per_block = -(-n_values // max(n_blocks, 1))
+    cap = min(max(4 * per_block, 1), 4 * _BLOCK * _NARROW)
+    return np.empty((_chunks(n_blocks), cap + _NROW))
+
+
 @njit(**_pjit)
-def _narrow_index(pv, po, pc, y, prm, out, status):
+def _narrow_index(pv, po, pc, y, prm, out, status, scr):
     """Blocks of ``_BLOCK`` rows against index labels (see ``_block_index``)."""
     n = y.shape[0]
-    for j in prange((n + _BLOCK - 1) // _BLOCK):
-        _block_index(pv, po, pc, y, prm, out, status, j * _BLOCK, min(n, (j + 1) * _BLOCK))
+    nblk = (n + _BLOCK - 1) // _BLOCK
+    nch = scr.shape[0]
+    for j in prange(nch):
+        for b in range(j * nblk // nch, (j + 1) * nblk // nch):
+            _block_index(pv, po, pc, y, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
 
 
 @njit(**_pjit)
-def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status):
+def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr):
     """Blocks of ``_BLOCK`` rows against dense targets (see ``_block_dense``)."""
     n = out.shape[0]
-    for j in prange((n + _BLOCK - 1) // _BLOCK):
-        _block_dense(pv, po, pc, tv, to, tc, prm, out, status, j * _BLOCK, min(n, (j + 1) * _BLOCK))
+    nblk = (n + _BLOCK - 1) // _BLOCK
+    nch = scr.shape[0]
+    for j in prange(nch):
+        for b in range(j * nblk // nch, (j + 1) * nblk // nch):
+            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
 
 
 @njit(**_pjit)
@@ -857,11 +987,19 @@ def _run(pred, target, prm, w, pw, out, status):
         pv, po, pc = _flat(pred)
         n = out.shape[0]
         narrow = (pc if pc >= 0 else (po[n] - po[0]) / max(n, 1)) <= _NARROW
+        if not narrow:
+            if isinstance(target, np.ndarray):
+                _fast_index(pv, po, pc, target, prm, out, status)
+            else:
+                tv, to, tc = _flat(target)
+                _fast_dense(pv, po, pc, tv, to, tc, prm, out, status)
+            return
+        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0])
         if isinstance(target, np.ndarray):
-            (_narrow_index if narrow else _fast_index)(pv, po, pc, target, prm, out, status)
+            _narrow_index(pv, po, pc, target, prm, out, status, scr)
         else:
             tv, to, tc = _flat(target)
-            (_narrow_dense if narrow else _fast_dense)(pv, po, pc, tv, to, tc, prm, out, status)
+            _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr)
         return
     if isinstance(target, np.ndarray):
         if isinstance(pred, Dense):
