@@ -202,7 +202,7 @@ def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInp
 
 # ---- the local streaming engine ---------------------------------------------------------
 
-DEFAULT_BATCH_BYTES = 32 << 20  # decoded prediction bytes per batch when --batch-rows is not given
+DEFAULT_BATCH_BYTES = 8 << 20  # decoded bytes per batch when --batch-rows is not given
 _QUEUE_DEPTH = 2  # batches in flight between stages: bounds memory
 _DONE = object()
 
