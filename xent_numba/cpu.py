@@ -571,6 +571,13 @@ _BLOCK = 256
 _NROW = 4 * _BLOCK  # per-row scratch: S, R, T, M
 
 
+@njit(**_ijit)
+def _u(i):
+    """An index as unsigned: Numba then skips the negative-index wraparound (which keeps
+    loops from vectorising). Only for indices known to be >= 0."""
+    return np.uint64(i)
+
+
 @njit(**_jit)
 def _block_span(po, pc, r0, r1):
     if pc >= 0:
@@ -582,12 +589,13 @@ def _block_span(po, pc, r0, r1):
 def _flat_pred_ok(v, a0, a1, from_logits):
     """True when every value in ``v[a0:a1]`` is a valid prediction (one vectorised pass)."""
     bad = False
+    V = v[a0:a1]  # a view indexed from 0: no negative-index wraparound, so the loop vectorises
     if from_logits:
-        for k in range(a0, a1):
-            bad |= not (abs(float(v[k])) < _INF)
+        for k in range(V.shape[0]):
+            bad |= not (abs(float(V[k])) < _INF)
     else:
-        for k in range(a0, a1):
-            x = v[k]
+        for k in range(V.shape[0]):
+            x = V[k]
             bad |= (x < 0.0) | (x > 1.0) | (x != x)
     return not bad
 
@@ -614,13 +622,13 @@ def _rsum(X, shift, po, pc, r0, r1, S):
             S[j] = 0.0
         for c in range(pc):
             for j in range(nb):
-                S[j] += float(X[base + j * pc + c])
+                S[j] += float(X[_u(base + j * pc + c)])
         return
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         s = 0.0
         for c in range(a + shift, a + n + shift):
-            s += float(X[c])
+            s += float(X[_u(c)])
         S[i - r0] = s
 
 
@@ -634,14 +642,14 @@ def _rmax(v, po, pc, r0, r1, M):
         base = r0 * pc
         for c in range(pc):
             for j in range(nb):
-                x = float(v[base + j * pc + c])
+                x = float(v[_u(base + j * pc + c)])
                 M[j] = x if x > M[j] else M[j]
         return
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         m = -_INF
         for c in range(a, a + n):
-            x = float(v[c])
+            x = float(v[_u(c)])
             m = x if x > m else m
         M[i - r0] = m
 
@@ -734,7 +742,7 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
             j = i - r0
             m = M[j] if status[i] == OK else 0.0
             for c in range(a, a + n):
-                E[c - a0] = float(pv[c]) - m
+                E[_u(c - a0)] = float(pv[_u(c)]) - m
             R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
             T[j] = 1.0
         for k in range(ne):
@@ -743,16 +751,18 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         _finish_rows(out, status, r0, r1, S, R, T, prm, True)
         return
     if prm.from_logits:  # BCE: sum_c f(x_c, 0) - x_y, f(x, t) = max(x, 0) - x t + log1p(e^-|x|)
-        for k in range(a0, a1):
-            E[k - a0] = _softplus_t(pv[k], 0.0)
+        V = pv[a0:a1]
+        for k in range(ne):
+            E[k] = _softplus_t(V[k], 0.0)
         _rsum(E, -a0, po, pc, r0, r1, S)
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             if status[i] == OK:
                 S[i - r0] -= float(pv[a + y[i]])
     else:  # BCE from probabilities, hard one-hot targets: one log per class
-        for k in range(a0, a1):
-            E[k - a0] = _bce_hard(float(pv[k]), False, prm.lo, prm.hi, prm.logmin)
+        V = pv[a0:a1]
+        for k in range(ne):
+            E[k] = _bce_hard(float(V[k]), False, prm.lo, prm.hi, prm.logmin)
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             if status[i] == OK:
@@ -777,14 +787,15 @@ def _flat_target_flags(tv, b0, b1, bce):
     """``(bad, hard)`` over ``tv[b0:b1]``: some value invalid; every value 0 or 1."""
     bad = False
     hard = True
+    T = tv[b0:b1]
     if bce:
-        for k in range(b0, b1):
-            t = tv[k]
+        for k in range(T.shape[0]):
+            t = T[k]
             bad |= (t < 0.0) | (t > 1.0) | (t != t)
             hard &= (t == 0.0) | (t == 1.0)
     else:
-        for k in range(b0, b1):
-            t = float(tv[k])
+        for k in range(T.shape[0]):
+            t = float(T[k])
             bad |= not ((t >= 0.0) & (t < _INF))
     return bad, hard
 
@@ -834,24 +845,26 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
             if status[i] == OK:
                 a, n = _span(po, pc, i)
                 status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+    V = pv[a0:a1]
+    Tb = tv[b0:b1]
     if prm.bce:
         if prm.from_logits:
-            for k in range(a0, a1):
-                E[k - a0] = _softplus_t(pv[k], float(tv[k + d]))
+            for k in range(ne):
+                E[k] = _softplus_t(V[k], float(Tb[k]))
         elif hard:
-            for k in range(a0, a1):
-                E[k - a0] = _bce_hard(float(pv[k]), float(tv[k + d]) != 0.0, prm.lo, prm.hi, prm.logmin)
+            for k in range(ne):
+                E[k] = _bce_hard(float(V[k]), float(Tb[k]) != 0.0, prm.lo, prm.hi, prm.logmin)
         else:
-            for k in range(a0, a1):
-                E[k - a0] = _bce_soft(float(pv[k]), float(tv[k + d]), prm.lo, prm.hi, prm.logmin)
+            for k in range(ne):
+                E[k] = _bce_soft(float(V[k]), float(Tb[k]), prm.lo, prm.hi, prm.logmin)
         _rsum(E, -a0, po, pc, r0, r1, S)
         _bce_rows(out, status, po, pc, r0, r1, S, prm)
         return
     if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
-        for k in range(a0, a1):
-            tk = float(tv[k + d])
-            lp = _clog(float(pv[k]), prm.lo, prm.hi, prm.logmin)
-            E[k - a0] = -(tk * lp) if tk != 0.0 else 0.0
+        for k in range(ne):
+            tk = float(Tb[k])
+            lp = _clog(float(V[k]), prm.lo, prm.hi, prm.logmin)
+            E[k] = -(tk * lp) if tk != 0.0 else 0.0
         _rsum(E, -a0, po, pc, r0, r1, S)
         _finish_rows(out, status, r0, r1, S, S, T, prm, False)
         return
@@ -864,9 +877,9 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
         a, n = _span(po, pc, i)
         m = M[i - r0] if status[i] == OK else 0.0
         for c in range(a - a0, a - a0 + n):
-            E[c] = float(pv[c + a0]) - m
+            E[_u(c)] = float(V[_u(c)]) - m
     for k in range(ne):
-        tk = float(tv[k + a0 + d])
+        tk = float(Tb[k])
         e = E[k]
         F[k] = tk * e if tk != 0.0 else 0.0
         E[k] = fm.exp(e)
