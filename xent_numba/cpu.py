@@ -9,12 +9,15 @@ Two families, one per layout:
 Every kernel writes one loss per row into ``out`` and one status code per row into
 ``status`` (see ``losses.OK`` and friends): validation is fused into the scoring pass.
 Rows are scored by the small row functions below, which state their formula. All
-arithmetic is carried out in float64 whatever the input dtype; inputs may be read-only
-(zero-copy Arrow buffers).
+arithmetic is carried out in float64 whatever the input dtype, except the BCE-from-logits
+term ``log1p(exp(-|x|))`` of float32 inputs in the narrow kernels (float32, summed in
+float64); inputs may be read-only (zero-copy Arrow buffers).
 
 Speed: ``exp``/``log`` come from ``_fastmath`` (no library calls), so the loops over a
 row's classes vectorise; ``fastmath`` allows reassociation (vectorised sums) but never
-``nnan``/``ninf``. The common case (no label smoothing, no weights) has one lean row
+``nnan``/``ninf``, and no ``contract`` here (an FMA formed in a vector body but not in
+the scalar remainder would make a score depend on where a batch was split; the FMAs inside
+``_fastmath`` keep their own flags). The common case (no label smoothing, no weights) has one lean row
 function per mode (``_fast_*``); options fall back to the general row functions.
 """
 
