@@ -67,24 +67,70 @@ def _float_values(arr: np.ndarray, column: str, *, allow_int: bool) -> np.ndarra
     raise InvalidInputError(f"values must be numeric, got dtype {arr.dtype}", column=column)
 
 
+# Arrow primitive types read by viewing their data buffer. pyarrow's own ``to_numpy`` and
+# ``pa.array(ndarray)`` go through its pandas conversion layer, which imports pandas when it
+# is installed: about 0.3 s of start-up for every `xent score` run, for no work done.
+_NUMPY_DTYPES = {
+    pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
+    pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,
+    pa.float16(): np.float16, pa.float32(): np.float32, pa.float64(): np.float64,
+}
+
+
+def to_numpy(arr: pa.Array, fill=0) -> np.ndarray:
+    """An Arrow primitive or boolean array as NumPy: a read-only view of the data buffer when
+    it has no nulls (booleans are unpacked from their bitmap); otherwise a copy with ``fill``
+    in the null slots."""
+    n, off = len(arr), arr.offset
+    if pa.types.is_boolean(arr.type):
+        buf = arr.buffers()[1]
+        if buf is None or n == 0:
+            values = np.zeros(n, dtype=bool)
+        else:
+            bits = np.frombuffer(buf, dtype=np.uint8)
+            values = np.unpackbits(bits, count=off + n, bitorder="little")[off:].view(bool)
+    elif arr.type in _NUMPY_DTYPES:
+        dtype = np.dtype(_NUMPY_DTYPES[arr.type])
+        buf = arr.buffers()[1]
+        if buf is None or n == 0:
+            values = np.empty(0, dtype=dtype)
+        else:
+            values = np.frombuffer(buf, dtype=dtype, count=n, offset=off * dtype.itemsize)
+            values.flags.writeable = False  # Arrow memory is immutable; frombuffer says writable
+    else:
+        return arr.fill_null(fill).to_numpy(zero_copy_only=False) if arr.null_count else arr.to_numpy(zero_copy_only=False)
+    if arr.null_count:
+        values = values.copy()
+        values[to_numpy(arr.is_null())] = fill
+    return values
+
+
+def from_numpy(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """A 1-D NumPy array as an Arrow array sharing its memory; ``null`` marks null rows."""
+    values = np.ascontiguousarray(values)
+    data = pa.py_buffer(np.packbits(values, bitorder="little") if values.dtype == bool else values)
+    validity = None
+    if null is not None and null.any():
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [validity, data])
+
+
 def _numpy_of(arr: pa.Array) -> np.ndarray:
     """Arrow primitive array -> NumPy, zero-copy when it has no nulls."""
-    if arr.null_count == 0:
-        return arr.to_numpy(zero_copy_only=False)
-    return arr.fill_null(0).to_numpy(zero_copy_only=False)
+    return to_numpy(arr, fill=0)
 
 
 def _null_mask(arr: pa.Array):
     if arr.null_count == 0:
         return None
-    return arr.is_null().to_numpy(zero_copy_only=False)
+    return to_numpy(arr.is_null())
 
 
 def _rows_with_null_values(child: pa.Array, offsets: np.ndarray, n: int):
     """Rows that hold a null element (a list row [0.1, null, 0.9])."""
     if child.null_count == 0:
         return None
-    pos = np.flatnonzero(child.is_null().to_numpy(zero_copy_only=False))
+    pos = np.flatnonzero(to_numpy(child.is_null()))
     rows = np.searchsorted(offsets, pos, side="right") - 1
     rows = rows[(rows >= 0) & (rows < n) & (pos < offsets[-1])]
     mask = np.zeros(n, dtype=bool)
@@ -113,7 +159,7 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
         return Dense(vals), nulls
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         n = len(arr)
-        offs = arr.offsets.to_numpy(zero_copy_only=False)
+        offs = to_numpy(arr.offsets)
         child = arr.values
         _check_arrow_numeric(child.type, column, is_target)
         vals = _float_values(_numpy_of(child), column, allow_int=is_target)

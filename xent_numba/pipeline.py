@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from . import api, io, losses
+from . import api, arrow, io, losses
 from .errors import InvalidInputError
 from .summary import Summary
 
@@ -142,10 +142,9 @@ def _column(batch, names: tuple[str, ...]):
         c = c.cast(common) if c.type != common else c
         if c.null_count:
             mask = np.zeros((n, k), dtype=bool) if mask is None else mask
-            mask[:, j] = c.is_null().to_numpy(zero_copy_only=False)
-            c = c.fill_null(0)
-        values[:, j] = c.to_numpy(zero_copy_only=False)
-    flat = pa.array(values.reshape(-1), mask=None if mask is None else mask.reshape(-1))
+            mask[:, j] = arrow.to_numpy(c.is_null())
+        values[:, j] = arrow.to_numpy(c)
+    flat = arrow.from_numpy(values.reshape(-1), None if mask is None else mask.reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, k)
 
 
@@ -181,12 +180,12 @@ def score_batch(
         bad_any |= bad
         ignored_any |= status == losses.IGNORED
         null = status != losses.OK
-        arrays.append(pa.array(out, mask=null if null.any() else None))
+        arrays.append(arrow.from_numpy(out, null))
         names.append(loss)
         if summary is not None:
             summary.add_losses(loss, out)
             if loss == "cce" and isinstance(label, (pa.Array,)) and pa.types.is_integer(label.type):
-                summary.add_classes(label.fill_null(-1).to_numpy(zero_copy_only=False), out)
+                summary.add_classes(arrow.to_numpy(label.cast(pa.int64(), safe=False), fill=-1), out)
     if summary is not None:
         summary.rows += len(batch)
         summary.invalid += int(bad_any.sum())
@@ -203,7 +202,8 @@ def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInp
 # ---- the local streaming engine ---------------------------------------------------------
 
 DEFAULT_BATCH_BYTES = 8 << 20  # decoded bytes per batch when --batch-rows is not given
-_QUEUE_DEPTH = 2  # batches in flight between stages: bounds memory
+READAHEAD_BYTES = 96 << 20  # decoded input the reader may hold ahead of the kernels
+_QUEUE_DEPTH = 2  # scored batches waiting for the writer (small: losses and kept columns)
 _DONE = object()
 
 
@@ -231,14 +231,52 @@ class _Stage(threading.Thread):
             self.error = exc
 
 
-def _put(q: queue.Queue, item, stage: _Stage) -> bool:
-    while not stage.stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
+class _Budget:
+    """Bytes of decoded input in flight between the reader and the kernels. The reader waits
+    while the budget is spent (one batch always passes), so it runs ahead of the kernels,
+    through the start-up (imports, loading the compiled kernels) too, by a bounded amount."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, stage: _Stage) -> bool:
+        with self._cond:
+            while self.used and self.used + n > self.limit:
+                if stage.stop.is_set():
+                    return False
+                self._cond.wait(0.1)
+            self.used += n
             return True
-        except queue.Full:
-            continue
-    return False
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify()
+
+
+class _DeferredSummary:
+    """Takes one batch's summary updates from ``score_batch`` and replays them later, in
+    the writer thread: the summary's NumPy work overlaps the next batch's kernels. Replayed
+    in batch order, the result is the same ``Summary``."""
+
+    def __init__(self):
+        self.rows = self.invalid = self.ignored = 0
+        self._calls = []
+
+    def add_losses(self, name, values) -> None:
+        self._calls.append(("add_losses", name, values))
+
+    def add_classes(self, labels, cce) -> None:
+        self._calls.append(("add_classes", labels, cce))
+
+    def apply(self, summary: Summary) -> None:
+        summary.rows += self.rows
+        summary.invalid += self.invalid
+        summary.ignored += self.ignored
+        for method, *args in self._calls:
+            getattr(summary, method)(*args)
 
 
 def score_files(
@@ -289,7 +327,8 @@ def score_files(
         on_start(sum(s.num_rows for s in sources))
     writer = io.AtomicWriter(str(output), fmt, overwrite)
     summary = Summary()
-    to_score: queue.Queue = queue.Queue(_QUEUE_DEPTH)
+    budget = _Budget(READAHEAD_BYTES)
+    to_score: queue.Queue = queue.Queue()  # bounded by ``budget``
     to_write: queue.Queue = queue.Queue(_QUEUE_DEPTH)
 
     def read(stage):
@@ -297,18 +336,22 @@ def score_files(
         for src in sources:
             rows = batch_rows or _default_batch_rows(src, cols)
             for batch in src.batches(cols.needed, rows):
-                if not _put(to_score, (src, offset, batch), stage):
+                size = batch.nbytes
+                if not budget.acquire(size, stage):
                     return
+                to_score.put((src, offset, batch, size))
                 offset += batch.num_rows
-        _put(to_score, _DONE, stage)
+        to_score.put(_DONE)
 
     def write(stage):
         while True:
             item = to_write.get()
             if item is _DONE:
                 return
-            writer.write(item)
-            written.n += item.num_rows
+            scored, part = item
+            writer.write(scored)
+            part.apply(summary)
+            written.n += scored.num_rows
             if on_progress:
                 on_progress(written.n)
 
@@ -323,7 +366,8 @@ def score_files(
             item = _get(to_score, reader)
             if item is _DONE:
                 break
-            src, offset, batch = item
+            src, offset, batch, size = item
+            del item
             if first and on_warning:
                 from .advise import first_batch_warning
 
@@ -331,12 +375,15 @@ def score_files(
                 if msg:
                     on_warning(msg)
             first = False
+            part = _DeferredSummary()
             try:
-                scored = score_batch(batch, opts, cols, row_offset=offset, summary=summary)
+                scored = score_batch(batch, opts, cols, row_offset=offset, summary=part)
             except InvalidInputError as e:
                 raise e.moved(source=src.path) from None
+            del batch
+            budget.release(size)
             out_schema = scored.schema
-            _put_checked(to_write, scored, writer_thread)
+            _put_checked(to_write, (scored, part), writer_thread)
         _put_checked(to_write, _DONE, writer_thread)
         writer_thread.join()
         if writer_thread.error:
