@@ -328,6 +328,18 @@ def test_threads_option(tmp_path):
     assert pq.read_table(out).num_rows == 4000
 
 
+def test_score_files_leaves_the_callers_thread_count(tmp_path):
+    """The pipeline gives its kernels one core less (the reader decodes on it), for the run only."""
+    import numba
+
+    from xent_numba import pipeline
+
+    before = numba.get_num_threads()
+    pipeline.score_files([DATA / "sample.parquet"], tmp_path / "o.parquet", pipeline.ScoreOptions())
+    assert numba.get_num_threads() == before
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 4000
+
+
 @pytest.mark.parametrize("command", [[], ["score"], ["advise"], ["report"]])
 def test_every_help_has_an_example(command):
     res = run(*command, "--help")

@@ -301,11 +301,23 @@ def score_files(
     ``on_start(total_rows)``, ``on_progress(rows_done)`` and ``on_warning(text)`` report to
     the caller (the CLI draws the progress bar). Returns the run's ``Summary``.
     """
-    if threads:
-        import numba
+    import numba
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    cores = max(1, min(int(threads or numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS))
+    if threads:
         pa.set_cpu_count(max(1, int(threads)))
+    # The reader thread keeps one core busy decoding: kernels take the others (on two cores,
+    # one kernel thread finishes the run sooner than two that preempt the decoder).
+    # ``set_num_threads`` is per calling thread; the caller's setting is restored after.
+    caller_threads = numba.get_num_threads()
+    numba.set_num_threads(max(1, cores - 1))
+    try:
+        return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning)
+    finally:
+        numba.set_num_threads(caller_threads)
+
+
+def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning) -> Summary:
     if batch_rows is not None and batch_rows < 1:
         raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
     fmt = io.output_format(str(output), fmt)
