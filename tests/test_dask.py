@@ -151,6 +151,34 @@ def test_bad_row_in_one_file(tmp_path, scheduler_address):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+def test_default_cluster_is_one_threaded_worker(dataset, tmp_path, monkeypatch):
+    """No --workers, no --scheduler: one in-process worker, a thread per core; same results."""
+    import distributed
+
+    made = []
+    real = distributed.LocalCluster
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "LocalCluster", spy)
+    out = tmp_path / "scores"
+    xd.score_files([str(dataset)], str(out), ScoreOptions(loss="both", keep=("id",)))
+    _check_output(out, dataset)
+    assert made and made[0]["processes"] is False and made[0]["n_workers"] == 1
+
+
+def test_bad_row_on_the_default_cluster(tmp_path):
+    root = _write_dataset(tmp_path / "dump", bad_row=45)
+    out = tmp_path / "scores"
+    with pytest.raises(xn.InvalidInputError) as err:
+        xd.score_files([str(root)], str(out), ScoreOptions(keep=("id",)))
+    msg = str(err.value)
+    assert "part-2.parquet" in msg and f"row {2 * ROWS + 45}" in msg and "column 'pred'" in msg, msg
+    assert not out.exists()
+
+
 def test_corrupt_file_among_good_ones(tmp_path):
     root = _write_dataset(tmp_path / "dump", corrupt=True)
     out = tmp_path / "scores"

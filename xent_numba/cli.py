@@ -125,7 +125,7 @@ def score(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path.", show_default=False)] = None,
     engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes (default: one per core).", show_default=False, min=1)] = None,
+    workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes, one thread each (default: one in-process worker with a thread per core).", show_default=False, min=1)] = None,
 ):
     """Score every row of INPUT and write the per-row losses, in input order, to OUTPUT.
 
