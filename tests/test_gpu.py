@@ -271,6 +271,47 @@ def test_stager_double_buffers_batches(sim_gpu):
         assert (status == L.OK).all()
 
 
+def test_score_files_on_the_gpu_keeps_two_batches_in_flight(sim_gpu, tmp_path, monkeypatch):
+    """`xent score --device cuda`: batches scored by two threads (a stream each), so one
+    batch's transfers and kernel overlap the next one's; output identical in content and
+    order to the CPU run, and a bad row still named by file and global row."""
+    import threading
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from xent_numba import gpu, pipeline
+
+    rng = np.random.default_rng(3)
+    n, c = 40, 5
+    logits = rng.normal(size=(n, c)).astype(np.float32)
+    pred = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), c).cast(pa.list_(pa.float32()))
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": np.arange(n), "pred": pred, "label": rng.integers(0, c, n)}), src)
+    threads = set()
+    real_run = gpu.run
+
+    def run(*a):
+        threads.add(threading.get_ident())
+        return real_run(*a)
+
+    monkeypatch.setattr(gpu, "run", run)
+    opts = dict(loss="both", from_logits=True, keep=("id",))
+    pipeline.score_files([src], tmp_path / "gpu.parquet", pipeline.ScoreOptions(device="cuda", **opts), batch_rows=7)
+    pipeline.score_files([src], tmp_path / "cpu.parquet", pipeline.ScoreOptions(**opts), batch_rows=7)
+    got, want = pq.read_table(tmp_path / "gpu.parquet"), pq.read_table(tmp_path / "cpu.parquet")
+    assert got.column("id").to_pylist() == list(range(n))
+    for loss in ("cce", "bce"):
+        np.testing.assert_allclose(got[loss].to_numpy(), want[loss].to_numpy(), rtol=1e-5)
+    assert len(threads) == 2 and threading.get_ident() not in threads
+
+    bad = pa.table({"id": np.arange(n), "pred": pred, "label": np.where(np.arange(n) == 23, c + 4, 0)})
+    pq.write_table(bad, src)
+    with pytest.raises(xn.InvalidInputError, match=r"in\.parquet.*row 23"):
+        pipeline.score_files([src], tmp_path / "bad.parquet", pipeline.ScoreOptions(device="cuda", from_logits=True), batch_rows=7)
+    assert not (tmp_path / "bad.parquet").exists()
+
+
 def test_plan_picks_shapes(monkeypatch):
     from xent_numba import gpu
 

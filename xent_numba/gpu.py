@@ -730,9 +730,20 @@ def _stager() -> Stager:
     return st
 
 
+_SIM_LOCK = threading.Lock()
+
+
 def run(pred, target, prm, w, pw, out, status):
-    """``cpu.run``'s contract on the GPU: score host layouts into host ``out``/``status``."""
-    _stager().score(pred, target, prm, w, pw, out, status)
+    """``cpu.run``'s contract on the GPU: score host layouts into host ``out``/``status``.
+
+    Each calling thread has its own pinned buffers and stream, so the pipeline's two GPU
+    threads overlap. The CUDA simulator swaps this module's ``cuda`` global while a kernel
+    runs, so there one thread at a time."""
+    if SIMULATOR:
+        with _SIM_LOCK:
+            _stager().score(pred, target, prm, w, pw, out, status)
+    else:
+        _stager().score(pred, target, prm, w, pw, out, status)
 
 
 # --------------------------------------------------------------------------------------
