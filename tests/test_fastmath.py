@@ -15,15 +15,26 @@ SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, np.inf, -np.inf, np.nan, 5e-324, -5e-
 
 @njit(cache=True)
 def _apply(name, x):
+    """One approximation over an array: 0-2 exp/log/log1p (float64), 3-5 exp32/log1pexp32/softplus32."""
     out = np.empty_like(x)
     for i in range(x.shape[0]):
         if name == 0:
             out[i] = fm.exp(x[i])
         elif name == 1:
             out[i] = fm.log(x[i])
-        else:
+        elif name == 2:
             out[i] = fm.log1p(x[i])
+        elif name == 3:
+            out[i] = fm.exp32(x[i])
+        elif name == 4:
+            out[i] = fm.log1pexp32(x[i])
+        else:
+            out[i] = fm.softplus32(x[i])
     return out
+
+
+def _apply32(name, x):
+    return _apply(3 + name, x)
 
 
 FUNCS = {"exp": (0, np.exp), "log": (1, np.log), "log1p": (2, np.log1p)}
@@ -107,18 +118,6 @@ def _params():
 
 # ---- float32 variants -------------------------------------------------------------------------
 
-
-@njit(cache=True)
-def _apply32(name, x):
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        if name == 0:
-            out[i] = fm.exp32(x[i])
-        elif name == 1:
-            out[i] = fm.log1pexp32(x[i])
-        else:
-            out[i] = fm.softplus32(x[i])
-    return out
 
 
 def _ref32(name, x64):
