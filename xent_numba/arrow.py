@@ -115,11 +115,6 @@ def from_numpy(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [validity, data])
 
 
-def _numpy_of(arr: pa.Array) -> np.ndarray:
-    """Arrow primitive array -> NumPy, zero-copy when it has no nulls."""
-    return to_numpy(arr, fill=0)
-
-
 def _null_mask(arr: pa.Array):
     if arr.null_count == 0:
         return None
@@ -153,7 +148,7 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
         n = len(arr)
         child = arr.values.slice(arr.offset * k, n * k)
         _check_arrow_numeric(child.type, column, is_target)
-        vals = _float_values(_numpy_of(child), column, allow_int=is_target).reshape(n, k)
+        vals = _float_values(to_numpy(child), column, allow_int=is_target).reshape(n, k)
         offs = np.arange(n + 1, dtype=np.int64) * k
         nulls = _merge(_null_mask(arr), _rows_with_null_values(child, offs, n))
         return Dense(vals), nulls
@@ -162,7 +157,7 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
         offs = to_numpy(arr.offsets)
         child = arr.values
         _check_arrow_numeric(child.type, column, is_target)
-        vals = _float_values(_numpy_of(child), column, allow_int=is_target)
+        vals = _float_values(to_numpy(child), column, allow_int=is_target)
         nulls = _merge(_null_mask(arr), _rows_with_null_values(child, offs, n))
         return Ragged(vals, offs), nulls
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
@@ -170,7 +165,7 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
             raise InvalidInputError(
                 f"pred must be a list of class scores per row, got a 1-D {t} array", column=column
             )
-        return _numpy_of(arr).astype(np.int64, copy=False), _null_mask(arr)
+        return to_numpy(arr).astype(np.int64, copy=False), _null_mask(arr)
     if pa.types.is_dictionary(t):
         return _from_arrow(arr.cast(t.value_type), column, is_target=is_target)
     kind = "pred" if not is_target else "target"

@@ -172,9 +172,9 @@ def score_files(
     """Score Parquet files into the Parquet dataset directory ``output`` on a Dask cluster.
 
     Without ``scheduler`` an embedded ``LocalCluster`` is started and shut down: one
-    in-process worker with a thread per core, or ``workers`` single-threaded processes; with ``scheduler="tcp://host:port"`` an existing
-    cluster is used (its workers need xent-numba installed and must see the input and
-    output paths).
+    in-process worker with a thread per core, or ``workers`` single-threaded processes.
+    With ``scheduler="tcp://host:port"`` an existing cluster is used (its workers need
+    xent-numba installed and must see the input and output paths).
     """
     dd, distributed = _import_dask()
     if fmt not in (None, "parquet"):

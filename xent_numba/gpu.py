@@ -26,6 +26,7 @@ within 1e-5 relative of the CPU and float64 results within 1e-9.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections import deque
@@ -730,19 +731,17 @@ def _stager() -> Stager:
     return st
 
 
-_SIM_LOCK = threading.Lock()
+# The CUDA simulator swaps this module's ``cuda`` global while a kernel runs: there, one
+# thread at a time.
+_LAUNCH = threading.Lock() if SIMULATOR else contextlib.nullcontext()
 
 
 def run(pred, target, prm, w, pw, out, status):
     """``cpu.run``'s contract on the GPU: score host layouts into host ``out``/``status``.
 
     Each calling thread has its own pinned buffers and stream, so the pipeline's two GPU
-    threads overlap. The CUDA simulator swaps this module's ``cuda`` global while a kernel
-    runs, so there one thread at a time."""
-    if SIMULATOR:
-        with _SIM_LOCK:
-            _stager().score(pred, target, prm, w, pw, out, status)
-    else:
+    threads overlap."""
+    with _LAUNCH:
         _stager().score(pred, target, prm, w, pw, out, status)
 
 
