@@ -378,7 +378,9 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     # copy-in, kernel and copy-out overlap the next one's. On the CPU one at a time: the
     # kernels already use the cores.
     on_gpu = opts.device == "cuda" or (opts.device == "auto" and backend.cuda_usable())
-    pool = ThreadPoolExecutor(2, thread_name_prefix="xent-gpu") if on_gpu else None
+    depth = 2 if on_gpu else 1
+    pool = ThreadPoolExecutor(depth, thread_name_prefix="xent-gpu") if on_gpu else None
+    submit = pool.submit if pool else _now
     in_flight: deque = deque()
     out_schema = None
 
@@ -408,13 +410,9 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
                     on_warning(msg)
             first = False
             part = _DeferredSummary()
-            if pool is None:
-                future = _now(score_batch, batch, opts, cols, row_offset=offset, summary=part)
-            else:
-                future = pool.submit(score_batch, batch, opts, cols, row_offset=offset, summary=part)
+            in_flight.append((submit(score_batch, batch, opts, cols, row_offset=offset, summary=part), src, size, part))
             del batch
-            in_flight.append((future, src, size, part))
-            if len(in_flight) == (2 if pool else 1):
+            if len(in_flight) == depth:
                 out_schema = finish()
         while in_flight:
             out_schema = finish()
