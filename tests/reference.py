@@ -105,3 +105,37 @@ def assert_close(got, want, dtype):
     """The accuracy contract: 1e-9 relative for float64 results, 1e-5 for float32."""
     rtol = 1e-9 if np.dtype(dtype) == np.float64 else 1e-5
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=rtol, atol=1e-12)
+
+
+def summary_stats(values, *, lo_decade=-12, hi_decade=6, bins_per_decade=200):
+    """The loss summary in plain NumPy (what ``summary.Summary`` computed before its fused
+    pass): NaN skipped; count, count of infinities, sum of the finite values (exact, fsum),
+    min, max, and the log-binned histogram (bin 0: <= 1e-12, last: > 1e6 and inf)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    finite = np.isfinite(v)
+    n_bins = (hi_decade - lo_decade) * bins_per_decade + 2
+    # the C library's log10, one value at a time (NumPy's vectorised log10 may round the
+    # last bit differently, which moves a loss lying on a bin edge to the next bin)
+    log10 = np.array([math.log10(x) if x > 0 and math.isfinite(x) else 0.0 for x in v.tolist()])
+    b = np.floor((log10 - lo_decade) * bins_per_decade).astype(np.int64) + 1
+    b[~finite] = n_bins - 1
+    b[~(v > 10.0**lo_decade)] = 0
+    b = np.clip(b, 0, n_bins - 1)
+    return {
+        "count": v.size,
+        "n_inf": int((~finite).sum()),
+        "total": math.fsum(v[finite]),
+        "min": float(v.min()) if v.size else math.inf,
+        "max": float(v.max()) if v.size else -math.inf,
+        "hist": np.bincount(b, minlength=n_bins),
+    }
+
+
+def class_sums(labels, values):
+    """Per-class sums and counts of the non-NaN losses of rows with a label >= 0."""
+    labels, values = np.asarray(labels), np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(values) & (labels >= 0)
+    k = int(labels[ok].max()) + 1 if ok.any() else 0
+    return (np.bincount(labels[ok], weights=values[ok], minlength=k),
+            np.bincount(labels[ok], minlength=k))
