@@ -364,8 +364,9 @@ def report_cmd(
     scores: Annotated[str, typer.Argument(metavar="SCORES", help="A scores file written by `xent score` (.parquet or dataset directory, .csv, .jsonl, .feather).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="report.png or report.html.", show_default=False)],
     label: Annotated[str | None, typer.Option("--label", help="Integer label column kept in SCORES (xent score --keep label) for per-class mean CCE; default: 'label' when present.")] = None,
+    log_base: Annotated[str | None, typer.Option("--log-base", help="The --log-base the scores were computed with (e, 2, 10, ...), named on the axes.", show_default=False)] = None,
 ):
-    """Draw the losses: a histogram of per-row losses (log-scaled counts), mean CCE per class, and the summary.
+    """Draw the losses: a histogram of per-row losses (log-scaled loss axis and counts), mean CCE per class, and the summary.
 
     PNG is one figure; HTML embeds the same figures with the summary table. Needs matplotlib: pip install 'xent-numba\\[plot]'.
 
@@ -375,7 +376,7 @@ def report_cmd(
     from .report import render_report
 
     try:
-        res = render_report(scores, output, label=label)
+        res = render_report(scores, output, label=label, log_base=None if log_base is None else _number(log_base, "--log-base"))
     except InvalidInputError as e:
         fail(str(e), 2)
     except OSError as e:
