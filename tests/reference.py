@@ -108,20 +108,17 @@ def assert_close(got, want, dtype):
 
 
 def summary_stats(values, *, lo_decade=-12, hi_decade=6, bins_per_decade=200):
-    """The loss summary in plain NumPy (what ``summary.Summary`` computed before its fused
-    pass): NaN skipped; count, count of infinities, sum of the finite values (exact, fsum),
-    min, max, and the log-binned histogram (bin 0: <= 1e-12, last: > 1e6 and inf)."""
+    """The loss summary in plain NumPy: NaN skipped; count, count of infinities, sum of the
+    finite values (exact, fsum), min, max, and the log-binned histogram (bin 0: <= 1e-12,
+    the last: >= 1e6 and inf)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     finite = np.isfinite(v)
     n_bins = (hi_decade - lo_decade) * bins_per_decade + 2
-    # the C library's log10, one value at a time (NumPy's vectorised log10 may round the
-    # last bit differently, which moves a loss lying on a bin edge to the next bin)
-    log10 = np.array([math.log10(x) if x > 0 and math.isfinite(x) else 0.0 for x in v.tolist()])
-    b = np.floor((log10 - lo_decade) * bins_per_decade).astype(np.int64) + 1
-    b[~finite] = n_bins - 1
-    b[~(v > 10.0**lo_decade)] = 0
-    b = np.clip(b, 0, n_bins - 1)
+    # bin b (1 .. n_bins-2) holds [edge[b-1], edge[b]), edge[j] = 10**(lo_decade + j/bins_per_decade)
+    edges = 10.0 ** (lo_decade + np.arange(n_bins - 1) / bins_per_decade)
+    b = np.searchsorted(edges, v, side="right")
+    b[~(v > edges[0])] = 0
     return {
         "count": v.size,
         "n_inf": int((~finite).sum()),

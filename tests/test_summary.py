@@ -88,3 +88,14 @@ def test_strided_and_readonly_input():
     a.add_losses("cce", v[::2])
     b.add_losses("cce", ro[::2])
     assert a.to_dict() == b.to_dict()
+
+
+def test_every_bin_edge_and_its_neighbours():
+    """The table lookup puts values on, just below and just above every edge in the bin the
+    NumPy statement gives (the lookup never computes a log)."""
+    from xent_numba.summary import EDGES
+
+    v = np.concatenate([EDGES, np.nextafter(EDGES, 0), np.nextafter(EDGES, np.inf), [0.0, -0.0, 5e-324, 1e300]])
+    s = Summary()
+    s.add_losses("cce", v)
+    np.testing.assert_array_equal(s.stats["cce"].hist, ref.summary_stats(v)["hist"])

@@ -18,34 +18,64 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from ._fastmath import as_int
+
 BINS_PER_DECADE = 200
 LOG_LO, LOG_HI = -12, 6
 N_BINS = (LOG_HI - LOG_LO) * BINS_PER_DECADE + 2  # + one for 0 (and below 1e-12), one for above 1e6
 
 
+# Bin b (1 .. N_BINS-2) holds the losses in [EDGES[b-1], EDGES[b]); bin 0 those <= 1e-12
+# (zeros included), the last bin those >= 1e6 (and inf).
+EDGES = 10.0 ** (LOG_LO + np.arange(N_BINS - 1) / BINS_PER_DECADE)
+
+
 def _bin_index(v: np.ndarray) -> np.ndarray:
     """The histogram bin of each loss (the NumPy statement of what ``_accumulate`` does)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.floor((np.log10(v) - LOG_LO) * BINS_PER_DECADE).astype(np.int64) + 1
-    b[~(v > 10.0**LOG_LO)] = 0
-    np.clip(b, 0, N_BINS - 1, out=b)
+    b = np.searchsorted(EDGES, v, side="right")
+    b[~(v > EDGES[0])] = 0
+    return b
+
+
+# Finding the bin without a log: the top bits of a double (its exponent and the first
+# _SUB_BITS bits of its mantissa) split every octave into 2**_SUB_BITS slices, each
+# narrower than a bin (at most 1/89 octave against 1/60), so a slice holds at most one edge:
+# _SLICE_BIN[slice] is the bin at the slice's start, and one comparison with the next edge
+# finishes the job. The same bins as ``_bin_index``, exactly, at a table lookup per loss.
+_SUB_BITS = 7
+_SHIFT = 52 - _SUB_BITS
+_KEY0 = int(np.array(EDGES[0]).view(np.int64)) >> _SHIFT
+
+
+def _slice_table() -> np.ndarray:
+    key1 = int(np.array(EDGES[-1]).view(np.int64)) >> _SHIFT
+    keys = np.arange(_KEY0, key1 + 1, dtype=np.int64)
+    first = (keys << _SHIFT).view(np.float64)
+    last = (((keys + 1) << _SHIFT) - 1).view(np.float64)
+    lo, hi = np.searchsorted(EDGES, first, side="right"), np.searchsorted(EDGES, last, side="right")
+    assert (hi - lo).max() <= 1, "a slice spans two bin edges"
+    return lo.astype(np.int16)
+
+
+_SLICE_BIN = _slice_table()
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _bin(x, first, last, edges, slice_bin):
+    """``_bin_index`` of one loss: 0 for ``x <= 1e-12`` (and NaN), the last bin for
+    ``x >= 1e6`` and inf, else a table lookup on the top bits of ``x`` and one comparison
+    (``first``/``last``: the first and last edge, hoisted out of the loop)."""
+    if not x > first:
+        return 0
+    if x >= last:
+        return edges.shape[0]
+    b = np.int64(slice_bin[(as_int(x) >> _SHIFT) - _KEY0])
+    b += x >= edges[b]
     return b
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bin(x):
-    """``floor((log10 x - LOG_LO) * BINS_PER_DECADE) + 1`` clipped to the histogram; 0 for
-    ``x <= 1e-12`` (and 0), the last bin for ``x > 1e6`` and inf."""
-    if not x > _TINY:
-        return 0
-    if x > _HUGE:
-        return N_BINS - 1
-    b = int(math.floor((math.log10(x) - LOG_LO) * BINS_PER_DECADE)) + 1
-    return min(max(b, 0), N_BINS - 1)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _accumulate(values, labels, hist, class_sum, class_count, acc):
+def _accumulate(values, labels, hist, class_sum, class_count, acc, edges, slice_bin):
     """One pass over a batch's losses: NaN skipped; ``acc`` = [count, n_inf, total,
     compensation, min, max] updated in place (``total`` of the finite values, Neumaier
     compensated); the log-binned histogram; with ``labels`` (one per row, -1 or less for
@@ -53,6 +83,7 @@ def _accumulate(values, labels, hist, class_sum, class_count, acc):
     count, n_inf = 0, 0
     total, comp, lo, hi = acc[2], acc[3], acc[4], acc[5]
     per_class = labels.shape[0] > 0
+    first, last = edges[0], edges[edges.shape[0] - 1]
     for i in range(values.shape[0]):
         x = float(values[i])
         if x != x:
@@ -69,7 +100,7 @@ def _accumulate(values, labels, hist, class_sum, class_count, acc):
             n_inf += 1
         lo = min(lo, x)
         hi = max(hi, x)
-        hist[_bin(x)] += 1
+        hist[_bin(x, first, last, edges, slice_bin)] += 1
         if per_class:
             k = labels[i]
             if k >= 0:
@@ -92,8 +123,6 @@ def _class_sums(values, labels, class_sum, class_count):
 
 
 _INF = math.inf
-_TINY = 10.0**LOG_LO
-_HUGE = 10.0**LOG_HI
 _NO_LABELS = np.zeros(0, dtype=np.int64)
 _NO_LABELS.flags.writeable = False
 _NO_CLASSES = np.zeros(0, dtype=np.float64)
@@ -136,7 +165,7 @@ class LossStats:
         acc = np.array([0.0, 0.0, 0.0, 0.0, self.minimum, self.maximum])
         if labels is None:
             labels, class_sum, class_count = _NO_LABELS, _NO_CLASSES, _NO_COUNTS
-        _accumulate(_losses(values), labels, self.hist, class_sum, class_count, acc)
+        _accumulate(_losses(values), labels, self.hist, class_sum, class_count, acc, EDGES, _SLICE_BIN)
         n, n_inf = int(acc[0]), int(acc[1])
         if n == 0:
             return
