@@ -15,7 +15,7 @@ without the overlap of its threads. Stages:
 - kernel: ``cpu.run`` (the compiled scoring pass);
 - summary: ``Summary.add_losses`` and the per-class sums (one compiled pass each), with the
   NumPy passes they replaced for comparison (not part of the total);
-- encode: ``ParquetWriter.write_batch`` of ``id, cce``.
+- encode: the engine's Parquet writer (``io.AtomicWriter``) writing ``id, cce``.
 
 The dump (list<float32> ``pred`` of softmax probabilities or logits, int64 ``label`` and
 ``id``) is written under ``bench-data/`` (git-ignored) and reused. Batches have the
@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xent_numba import api, arrow, canon, cpu, losses, validate
+from xent_numba import api, arrow, canon, cpu, io, losses, validate
 from xent_numba.pipeline import DEFAULT_BATCH_BYTES
 from xent_numba.summary import N_BINS, Summary, _bin_index
 
@@ -93,8 +93,7 @@ def main() -> None:
     summary = Summary()
     rows = 0
     with tempfile.TemporaryDirectory() as tmp:
-        writer = pq.ParquetWriter(os.path.join(tmp, "out.parquet"),
-                                  pa.schema([("id", pa.int64()), ("cce", pa.float32())]))
+        writer = io.AtomicWriter(os.path.join(tmp, "out.parquet"), "parquet", overwrite=False)
         batches = pf.iter_batches(batch_size=batch_rows, columns=["id", "pred", "label"])
         # warm the compiled code (loading from the cache is start-up, not a stage)
         api.score("cce", pa.array([[0.5, 0.5]], pa.list_(pa.float32())), np.array([0]), from_logits=a.from_logits)
@@ -128,7 +127,7 @@ def main() -> None:
             summary.add_losses("cce", out)
             summary.add_classes(labels, out)
             c4 = clock()
-            writer.write_batch(rb)
+            writer.write(rb)
             c5 = clock()
             numpy_summary(out, labels)
             c6 = clock()
@@ -137,7 +136,9 @@ def main() -> None:
             t["summary"] += c4 - c3
             t["encode"] += c5 - c4
             t_numpy_summary += c6 - c5
-        writer.close()
+        c0 = clock()
+        writer.commit(pa.schema([("id", pa.int64()), ("cce", pa.float32())]))
+        t["encode"] += clock() - c0
     total = sum(t.values())
     mode = "logits" if a.from_logits else "probabilities"
     print(f"{rows:,} rows x {a.classes} classes, float32 {mode}, batches of {batch_rows:,} rows, "
