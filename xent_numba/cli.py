@@ -397,7 +397,10 @@ def warmup_cmd(
     from .warmup import warmup
 
     err_console.print("compiling kernels for every input type (once; cached on disk) ...", highlight=False)
-    took = warmup(jobs=jobs, include_options=all_kernels, say=lambda m: err_console.print(m, highlight=False))
+    try:
+        took = warmup(jobs=jobs, include_options=all_kernels, say=lambda m: err_console.print(m, highlight=False))
+    except Exception as e:  # a broken Numba/LLVM install, a full disk: one line, exit 1
+        fail(f"warm-up failed: {type(e).__name__}: {e}", 1)
     err_console.print(f"done in {took:.1f} s", highlight=False)
 
 
