@@ -23,7 +23,9 @@ import time
 
 import numpy as np
 
-# group name -> (targets, classes per row); "narrow" rows go through the blocked kernels
+# group name -> (targets, classes per row); "narrow" rows go through the blocked kernels.
+# One group per top-level kernel, so that no two processes write the same kernel's cache
+# index at once (Numba reads, updates and rewrites it: a concurrent write can drop an entry).
 GROUPS = {
     "index-narrow": ("index", 4),
     "index-wide": ("index", 80),
