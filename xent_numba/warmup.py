@@ -55,18 +55,18 @@ def _compile_group(name: str) -> None:
     opts = {"label_smoothing": 0.1} if name.startswith("options") else {}
     for dt in canon.PRED_DTYPES:
         p = np.full((n, c), 1.0 / c, dtype=dt)
-        if targets == "index":
-            api.score("cce", p, y, **opts)
-            continue
-        for tdt in canon.TARGET_DTYPES:
-            api.score("cce", p, onehot.astype(tdt), **opts)
-        if name.startswith("options"):  # ragged rows take their own general kernel
+        preds = [p]
+        if name.startswith("options"):  # ragged rows take their own general kernels
             import pyarrow as pa
 
+            flat = pa.array(p.reshape(-1))
+            preds.append(pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * c, pa.int32()), flat))
+        for pred in preds:
+            if targets == "index":
+                api.score("cce", pred, y, **opts)
+                continue
             for tdt in canon.TARGET_DTYPES:
-                flat = pa.array(p.reshape(-1))
-                lp = pa.ListArray.from_arrays(pa.array(np.arange(n + 1) * c, pa.int32()), flat)
-                api.score("cce", lp, onehot.astype(tdt), **opts)
+                api.score("cce", pred, onehot.astype(tdt), **opts)
 
 
 def warmup(*, jobs: int | None = None, include_options: bool = False, say=print) -> float:
