@@ -105,3 +105,34 @@ def assert_close(got, want, dtype):
     """The accuracy contract: 1e-9 relative for float64 results, 1e-5 for float32."""
     rtol = 1e-9 if np.dtype(dtype) == np.float64 else 1e-5
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=rtol, atol=1e-12)
+
+
+def summary_stats(values, *, lo_decade=-12, hi_decade=6, bins_per_decade=200):
+    """The loss summary in plain NumPy: NaN skipped; count, count of infinities, sum of the
+    finite values (exact, fsum), min, max, and the log-binned histogram (bin 0: <= 1e-12,
+    the last: >= 1e6 and inf)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    finite = np.isfinite(v)
+    n_bins = (hi_decade - lo_decade) * bins_per_decade + 2
+    # bin b (1 .. n_bins-2) holds [edge[b-1], edge[b]), edge[j] = 10**(lo_decade + j/bins_per_decade)
+    edges = 10.0 ** (lo_decade + np.arange(n_bins - 1) / bins_per_decade)
+    b = np.searchsorted(edges, v, side="right")
+    b[~(v > edges[0])] = 0
+    return {
+        "count": v.size,
+        "n_inf": int((~finite).sum()),
+        "total": math.fsum(v[finite]),
+        "min": float(v.min()) if v.size else math.inf,
+        "max": float(v.max()) if v.size else -math.inf,
+        "hist": np.bincount(b, minlength=n_bins),
+    }
+
+
+def class_sums(labels, values):
+    """Per-class sums and counts of the non-NaN losses of rows with a label >= 0."""
+    labels, values = np.asarray(labels), np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(values) & (labels >= 0)
+    k = int(labels[ok].max()) + 1 if ok.any() else 0
+    return (np.bincount(labels[ok], weights=values[ok], minlength=k),
+            np.bincount(labels[ok], minlength=k))

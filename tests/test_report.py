@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import struct
 import sys
@@ -142,3 +143,61 @@ def test_cli_report(scores, tmp_path):
     assert "Wrote" in res.stdout and png_size(out.read_bytes())[0] > 0
     res = runner.invoke(app, ["report", str(scores[0]), "-o", str(tmp_path / "r.gif")])
     assert res.exit_code == 2 and ".png or .html" in res.output
+
+
+def _texts(fig) -> str:
+    parts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        parts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+    return "\n".join(parts)
+
+
+def test_loss_axis_is_log_scaled_and_names_the_base(scores):
+    pytest.importorskip("matplotlib")
+    from xent_numba.report import build_figure, summarize
+
+    path, _ = scores
+    losses, labels, label_col = load_scores(path)
+    cce = losses["cce"].copy()
+    cce[3] = 0.0  # a perfect row: not drawable on a log axis, counted in the title
+    losses = {"cce": cce, "bce": losses["bce"]}
+    fig = build_figure(losses, summarize(losses, labels), label_col=label_col, log_base=10)
+    hists = [ax for ax in fig.axes if ax.get_title().startswith(("CCE", "BCE"))]
+    assert len(hists) == 2 and all(ax.get_xscale() == "log" and ax.get_yscale() == "log" for ax in hists)
+    assert hists[0].get_xlabel() == "CCE, log base 10\n(log-scaled axis)"
+    assert "1 zero" in hists[0].get_title() and "3 null/inf" in hists[0].get_title()
+    # the bins span the data's decades: the smallest loss sits in the first bar, not all of them
+    lo, hi = hists[0].get_xlim()
+    positive = cce[np.isfinite(cce) & (cce > 0)]
+    assert lo <= positive.min() and hi >= positive.max() and hi / lo > 100
+    text = _texts(fig)
+    assert "mean CCE, log base 10" in text and "No per-class panel" not in text
+    fig = build_figure(losses, summarize(losses, labels), label_col=label_col)  # base unknown
+    assert "e unless --log-base was given" in _texts(fig)
+
+
+@pytest.mark.parametrize("base, unit", [(math.e, "nats (log base e)"), (2, "bits (log base 2)"), (10, "log base 10")])
+def test_log_unit(base, unit):
+    from xent_numba.report import log_unit
+
+    assert log_unit(base) == unit
+
+
+def test_figure_says_why_the_class_panel_is_absent(scores, tmp_path):
+    pytest.importorskip("matplotlib")
+    from xent_numba.report import build_figure, summarize
+
+    _, table = scores
+    src = tmp_path / "nolabel.parquet"
+    pq.write_table(table.select(["id", "cce", "bce"]), src)
+    losses, labels, label_col = load_scores(src)
+    fig = build_figure(losses, summarize(losses, labels), label_col=label_col)
+    assert "no integer label column" in _texts(fig) and "--keep label" in _texts(fig)
+    only_bce = {"bce": losses["bce"]}
+    fig = build_figure(only_bce, summarize(only_bce, None))
+    assert "only BCE" in _texts(fig)
+    render_report(src, tmp_path / "r.png", log_base=2)  # the whole path draws with the note
+    with pytest.raises(InvalidInputError, match="log_base"):
+        render_report(src, tmp_path / "r.png", log_base=1)
+    res = runner.invoke(app, ["report", str(src), "--log-base", "10", "-o", str(tmp_path / "r.png")])
+    assert res.exit_code == 0, res.output

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from . import backend, losses, validate
+from . import backend, canon, losses, validate
 from .arrow import aligned_slices, as_rows
 from .errors import InvalidInputError
 
@@ -90,6 +90,7 @@ def score(
         w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
         pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True)
         o, s = out[start : start + m], status[start : start + m]
+        p, t, w, pw = canon.kernel_inputs(p, t, w, pw)  # a few compiled signatures cover every input
         engine.run(p, t, prm, w, pw, o, s)
         nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
         if nulls is not None:

@@ -11,6 +11,21 @@ from .losses import DEVICES
 SIMULATOR_ENV = "XENT_NUMBA_SIMULATOR"
 
 
+CUDA_EXTRA_HINT = "pip install 'xent-numba[cuda]'"
+
+
+def cuda_installed() -> bool:
+    """True when the optional CUDA stack (the ``cuda`` extra: numba-cuda) can be imported.
+
+    The CPU paths never need it: ``xent_numba`` imports no CUDA module until a GPU is asked for.
+    """
+    try:
+        import numba_cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def cuda_usable() -> bool:
     """True when numba-cuda sees a usable GPU.
 
@@ -18,6 +33,8 @@ def cuda_usable() -> bool:
     only when ``XENT_NUMBA_SIMULATOR=1`` is set too: it is thousands of times slower than
     the CPU kernels, so ``device="auto"`` must never pick it by accident.
     """
+    if not cuda_installed():
+        return False
     try:
         from numba import config
 
@@ -37,8 +54,14 @@ def resolve(device: str) -> str:
     if device == "auto":
         if cuda_usable():
             return "cuda"
-        warnings.warn("device='auto': no CUDA GPU is usable here, scoring on the CPU", RuntimeWarning, stacklevel=4)
+        why = "no CUDA GPU is usable here" if cuda_installed() else f"the CUDA extra is not installed ({CUDA_EXTRA_HINT})"
+        warnings.warn(f"device='auto': {why}, scoring on the CPU", RuntimeWarning, stacklevel=4)
         return "cpu"
+    if device == "cuda" and not cuda_installed():
+        raise InvalidInputError(
+            f"device='cuda' needs the CUDA extra, which is not installed: {CUDA_EXTRA_HINT} "
+            "(numba-cuda); use device='cpu' or 'auto' meanwhile"
+        )
     if device == "cuda" and not cuda_usable():
         raise InvalidInputError(
             "device='cuda' was asked for but no CUDA GPU is usable here "
@@ -58,9 +81,54 @@ def is_device_array(x) -> bool:
 def kernels(name: str):
     """The module whose ``run(pred, target, prm, w, pw, out, status)`` scores a piece."""
     if name == "cuda":
+        if not cuda_installed():
+            raise InvalidInputError(f"the CUDA backend needs the CUDA extra: {CUDA_EXTRA_HINT}")
         from . import gpu
 
         return gpu
     from . import cpu
 
     return cpu
+
+
+# ---- compile notices ----------------------------------------------------------------------
+
+COMPILE_SECONDS = 10  # one kernel signature on a 2-core machine (benchmarks/bench_compile.py)
+_announcer = None
+
+
+def announce_compiles(say) -> None:
+    """Call ``say(message)`` once, just before the first xent-numba kernel compiles in this
+    process (a cache miss: a new input type, or a cold cache after install or upgrade).
+
+    Uses Numba's ``numba:compile`` event, which fires only when a compilation is about to
+    start (a kernel loaded from the on-disk cache raises none), so it costs nothing on a
+    warm cache. ``say=None`` removes the hook.
+    """
+    global _announcer
+    from numba.core import event
+
+    if _announcer is not None:
+        event.unregister("numba:compile", _announcer)
+        _announcer = None
+    if say is None:
+        return
+
+    class _Announce(event.Listener):
+        done = False
+
+        def on_start(self, ev):
+            disp = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
+            module = getattr(getattr(disp, "py_func", None), "__module__", "") or ""
+            if not self.done and module.startswith("xent_numba"):
+                self.done = True
+                say(
+                    f"compiling kernels (first run, ~{COMPILE_SECONDS} s per input type; cached "
+                    "afterwards; `xent warmup` compiles the common ones ahead of time)"
+                )
+
+        def on_end(self, ev):
+            pass
+
+    _announcer = _Announce()
+    event.register("numba:compile", _announcer)

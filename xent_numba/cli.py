@@ -117,13 +117,13 @@ def score(
     keep: Annotated[list[str] | None, typer.Option(help="Column carried into the output unchanged (repeatable), e.g. a row id.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (the GPU when one is usable).")] = Device("cpu"),
     threads: Annotated[int | None, typer.Option(help="CPU threads for the kernels and the Parquet decoder (default: all cores, or NUMBA_NUM_THREADS).", show_default=False, min=1)] = None,
-    batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 32 MB of predictions).", show_default=False, min=1)] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 8 MB of decoded input).", show_default=False, min=1)] = None,
     on_invalid: Annotated[OnInvalid, typer.Option(help="error: stop at the first invalid row; null: give it a null score and count it.")] = OnInvalid("error"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: from OUTPUT's extension).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notes; errors only.")] = False,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path.", show_default=False)] = None,
-    engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba[dask]').")] = Engine("local"),
+    engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba\\[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes, one thread each (default: one in-process worker with a thread per core).", show_default=False, min=1)] = None,
 ):
@@ -151,7 +151,9 @@ def score(
                 warnings.simplefilter("ignore")
                 chosen = backend.resolve(device)
             if device == "auto" and not quiet:
-                note = "a CUDA GPU is usable" if chosen == "cuda" else "no CUDA GPU is usable"
+                note = "a CUDA GPU is usable" if chosen == "cuda" else (
+                    "no CUDA GPU is usable" if backend.cuda_installed()
+                    else f"the CUDA extra is not installed: {backend.CUDA_EXTRA_HINT}")
                 err_console.print(f"device: {chosen} ({note})", highlight=False)
             device = chosen
         opts = pipeline.ScoreOptions(
@@ -161,6 +163,8 @@ def score(
             ignore_index=ignore_index, bce_reduce=bce_reduce, keep=tuple(keep or ()), device=device,
             on_invalid=on_invalid,
         )
+        if not quiet and engine == "local":  # one line on stderr before a (cache-miss) compile
+            backend.announce_compiles(lambda m: err_console.print(m, highlight=False, soft_wrap=True))
         with _progress(quiet) as progress:
             kwargs = dict(fmt=fmt, overwrite=overwrite, on_start=progress.start, on_progress=progress.update)
             if engine == "dask":
@@ -360,8 +364,9 @@ def report_cmd(
     scores: Annotated[str, typer.Argument(metavar="SCORES", help="A scores file written by `xent score` (.parquet or dataset directory, .csv, .jsonl, .feather).", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="report.png or report.html.", show_default=False)],
     label: Annotated[str | None, typer.Option("--label", help="Integer label column kept in SCORES (xent score --keep label) for per-class mean CCE; default: 'label' when present.")] = None,
+    log_base: Annotated[str | None, typer.Option("--log-base", help="The --log-base the scores were computed with (e, 2, 10, ...), named on the axes.", show_default=False)] = None,
 ):
-    """Draw the losses: a histogram of per-row losses (log-scaled counts), mean CCE per class, and the summary.
+    """Draw the losses: a histogram of per-row losses (log-scaled loss axis and counts), mean CCE per class, and the summary.
 
     PNG is one figure; HTML embeds the same figures with the summary table. Needs matplotlib: pip install 'xent-numba\\[plot]'.
 
@@ -371,12 +376,32 @@ def report_cmd(
     from .report import render_report
 
     try:
-        res = render_report(scores, output, label=label)
+        res = render_report(scores, output, label=label, log_base=None if log_base is None else _number(log_base, "--log-base"))
     except InvalidInputError as e:
         fail(str(e), 2)
     except OSError as e:
         fail(f"{output}: cannot write the report ({e.strerror or e})", 2)
     out_console.print(f"Wrote {res['output']} ({res['format'].upper()}, {res['summary']['rows']:,} rows)", highlight=False)
+
+
+@app.command("warmup")
+def warmup_cmd(
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Processes compiling side by side (default: one per CPU).", show_default=False)] = None,
+    all_kernels: Annotated[bool, typer.Option("--all", help="Also the kernels for label smoothing and class/pos weights.")] = False,
+):
+    """Compile the CPU kernels for every input type ahead of time (once after installing).
+
+    Kernels are compiled on first use and cached on disk; this compiles the common ones now
+    (a few minutes on two cores) so that no later run waits for a compile.
+    """
+    from .warmup import warmup
+
+    err_console.print("compiling kernels for every input type (once; cached on disk) ...", highlight=False)
+    try:
+        took = warmup(jobs=jobs, include_options=all_kernels, say=lambda m: err_console.print(m, highlight=False))
+    except Exception as e:  # a broken Numba/LLVM install, a full disk: one line, exit 1
+        fail(f"warm-up failed: {type(e).__name__}: {e}", 1)
+    err_console.print(f"done in {took:.1f} s", highlight=False)
 
 
 def main() -> None:

@@ -964,6 +964,7 @@ def _ragged_dense(pv, po, tv, to, prm, w, pw, out, status):
 
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
+_NO_OFFSETS.flags.writeable = False  # the same array type as canonical (read-only) Arrow offsets
 _NARROW = 64  # mean classes per row up to which rows are scored in blocks
 
 

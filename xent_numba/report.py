@@ -1,5 +1,6 @@
 """Pictures of a scores file (``xent report``): a histogram of per-row losses (log-scaled
-counts), the mean CCE per class when index labels were kept, and the summary statistics.
+loss axis and counts), the mean CCE per class when index labels were kept (else a note
+saying why not), and the summary statistics.
 
 The scores file is what ``xent score`` writes (Parquet file or dataset directory, CSV,
 JSON Lines or Feather/Arrow IPC): the kept columns, then ``cce`` and/or ``bce``. Only the
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InvalidInputError
+from .losses import log_scale
 from .summary import Summary
 
 LOSSES = ("cce", "bce")
@@ -173,35 +175,78 @@ def _per_class(summary: Summary):
     return seen, means, summary.class_count[seen]
 
 
-def build_figure(losses: dict, summary: Summary, *, label_col=None, with_table: bool = True):
-    """One matplotlib Figure: a histogram per loss, mean CCE per class (index labels), and
-    (``with_table``) the summary table."""
+def log_unit(log_base) -> str:
+    """How a loss in ``log_base`` is named on an axis: "nats (log base e)", "bits (log base 2)"."""
+    if log_base is None:
+        return "log base as scored: e unless --log-base was given"
+    b = float(log_base)
+    if math.isclose(b, math.e):
+        return "nats (log base e)"
+    if b == 2:
+        return "bits (log base 2)"
+    return f"log base {b:g}"
+
+
+def no_class_panel_reason(losses: dict, summary: Summary, label_col) -> str | None:
+    """Why the figure has no per-class panel (None when it has one)."""
+    if "cce" not in losses:
+        return "No per-class panel: per-class means are drawn for CCE, and this file has only BCE."
+    if summary.class_count.size and summary.class_count.sum() > 0:
+        return None
+    if label_col is None:
+        return ("No per-class panel: the scores file has no integer label column "
+                "(score with --keep label, then xent report --label label).")
+    return f"No per-class panel: no row of column {label_col!r} has a valid class and a scored CCE."
+
+
+def _loss_histogram(ax, name, v, summary, color, log_base):
+    """Histogram of one loss on a log-scaled loss axis (log-spaced bins, log counts): a good
+    model's losses span decades (median 0.004, tail 5), which a linear axis squeezes into
+    its first bar. Zero losses (and null/inf) cannot sit on a log axis: they are counted in
+    the title."""
+    finite = v[np.isfinite(v)]
+    pos = finite[finite > 0]
+    hidden = {"zero": int(finite.size - pos.size), "null/inf": int(v.size - finite.size)}
+    if pos.size:
+        lo, hi = float(pos.min()), float(pos.max())
+        bins = np.geomspace(lo, hi, 61) if hi > lo else np.geomspace(lo / 1.5, hi * 1.5, 11)
+        ax.hist(pos, bins=bins, color=color, log=True)
+        ax.set_xscale("log")
+        st = summary.stats[name].to_dict()
+        mean = st["mean"] if math.isfinite(st["mean"]) else float(np.mean(finite))
+        for value, style, what in ((mean, "--", "mean"), (st["median"], ":", "median")):
+            if value is not None and value > 0:
+                ax.axvline(value, color="k", linestyle=style, linewidth=1, label=f"{what} {_fmt(value)}")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finite positive values", ha="center", va="center", transform=ax.transAxes)
+    note = ", ".join(f"{n:,} {k}" for k, n in hidden.items() if n)
+    ax.set_title(f"{name.upper()} per row" + (f" ({note} not shown)" if note else ""), fontsize=10)
+    ax.set_xlabel(f"{name.upper()}, {log_unit(log_base)}\n(log-scaled axis)")
+    ax.set_ylabel("rows (log scale)")
+
+
+def build_figure(losses: dict, summary: Summary, *, label_col=None, with_table: bool = True, log_base=None):
+    """One matplotlib Figure: a histogram per loss (log-scaled loss axis labelled with the
+    loss's log base), mean CCE per class (index labels) or a note saying why it is absent,
+    and (``with_table``) the summary table."""
     Figure = _matplotlib()
     has_classes = "cce" in losses and summary.class_count.size and summary.class_count.sum() > 0
-    n_rows = 1 + bool(has_classes) + bool(with_table)
-    heights = [3.2] + ([3.0] if has_classes else []) + ([2.4] if with_table else [])
+    why_not = no_class_panel_reason(losses, summary, label_col)
+    n_rows = 1 + 1 + bool(with_table)
+    heights = [3.2] + ([3.0] if has_classes else [0.35]) + ([2.4] if with_table else [])
     fig = Figure(figsize=(11, sum(heights) + 0.8), dpi=100, layout="constrained")
     grid = fig.add_gridspec(n_rows, len(losses), height_ratios=heights)
     fig.suptitle(f"Per-row losses ({summary.rows:,} rows)", fontsize=13)
     colors = {"cce": "#3366aa", "bce": "#cc6633"}
     for j, (name, v) in enumerate(losses.items()):
-        ax = fig.add_subplot(grid[0, j])
-        finite = v[np.isfinite(v)]
-        if finite.size:
-            ax.hist(finite, bins=60, color=colors.get(name), log=True)
-            st = summary.stats[name].to_dict()
-            ax.axvline(st["mean"] if math.isfinite(st["mean"]) else np.mean(finite), color="k",
-                       linestyle="--", linewidth=1, label=f"mean {_fmt(st['mean'])}")
-            ax.axvline(st["median"], color="k", linestyle=":", linewidth=1, label=f"median {_fmt(st['median'])}")
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
-        hidden = int(v.size - finite.size)
-        note = f" ({hidden:,} null/inf not shown)" if hidden else ""
-        ax.set_title(f"{name.upper()} per row{note}", fontsize=10)
-        ax.set_xlabel(name)
-        ax.set_ylabel("rows (log scale)")
+        _loss_histogram(fig.add_subplot(grid[0, j]), name, v, summary, colors.get(name), log_base)
     r = 1
+    if why_not:
+        ax = fig.add_subplot(grid[r, :])
+        ax.axis("off")
+        ax.text(0.5, 0.5, why_not, ha="center", va="center", fontsize=9, style="italic", transform=ax.transAxes)
+        r += 1
     if has_classes:
         ax = fig.add_subplot(grid[r, :])
         cls, means, counts = _per_class(summary)
@@ -214,7 +259,7 @@ def build_figure(losses: dict, summary: Summary, *, label_col=None, with_table: 
         ax.bar(pos, means, color=colors["cce"])
         ax.set_xticks(pos, [str(c) for c in cls], fontsize=8, rotation=90 if cls.size > 20 else 0)
         ax.set_xlabel("class")
-        ax.set_ylabel("mean CCE")
+        ax.set_ylabel(f"mean CCE, {log_unit(log_base)}")
         ax.set_title(title, fontsize=10)
         r += 1
     if with_table:
@@ -269,19 +314,24 @@ img {{ max-width: 100%; }}
 """
 
 
-def render_report(scores_path, output, label: str | None = None) -> dict:
+def render_report(scores_path, output, label: str | None = None, log_base=None) -> dict:
     """Write a PNG or HTML report (chosen by ``output``'s suffix) of a scores file; return
-    ``{"output": path, "format": "png"|"html", "summary": Summary.to_dict()}``."""
+    ``{"output": path, "format": "png"|"html", "summary": Summary.to_dict()}``.
+
+    ``log_base``: the base the losses were scored in (``xent score --log-base``), named on
+    the axes; None when unknown."""
     out = Path(output)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise InvalidInputError(f"{out}: the report must end in .png or .html")
     _matplotlib()  # fail before reading a large file
+    if log_base is not None:
+        log_scale(log_base)  # a base > 0 and != 1, or a clear error
     if not out.parent.exists():
         raise InvalidInputError(f"{out.parent}: output directory does not exist")
     losses, labels, label_col = load_scores(scores_path, label)
     summary = summarize(losses, labels)
-    fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png")
+    fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
     data = _png_bytes(fig)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -296,4 +346,4 @@ def render_report(scores_path, output, label: str | None = None) -> dict:
     return {"output": str(out), "format": fmt, "summary": summary.to_dict()}
 
 
-__all__ = ["render_report", "load_scores", "build_figure", "summarize"]
+__all__ = ["render_report", "load_scores", "build_figure", "summarize", "log_unit", "no_class_panel_reason"]

@@ -5,6 +5,9 @@ Quantile accuracy: bins are log-spaced, ``BINS_PER_DECADE`` per decade over
 ``[1e-12, 1e6]``; a quantile is reported as the geometric centre of its bin, so its
 relative error is below ``10**(1/(2*BINS_PER_DECADE)) - 1`` (about 0.6%) for losses in
 that range. Losses of exactly 0 have their own bin. Mean, min, max and counts are exact.
+
+Each batch is added in one compiled pass (``_accumulate``): counts, a compensated sum,
+min/max, the histogram and, with labels, the per-class sums, with no temporary arrays.
 """
 
 from __future__ import annotations
@@ -13,18 +16,136 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
+
+from ._fastmath import as_int
 
 BINS_PER_DECADE = 200
 LOG_LO, LOG_HI = -12, 6
 N_BINS = (LOG_HI - LOG_LO) * BINS_PER_DECADE + 2  # + one for 0 (and below 1e-12), one for above 1e6
 
 
+# Bin b (1 .. N_BINS-2) holds the losses in [EDGES[b-1], EDGES[b]); bin 0 those <= 1e-12
+# (zeros included), the last bin those >= 1e6 (and inf).
+EDGES = 10.0 ** (LOG_LO + np.arange(N_BINS - 1) / BINS_PER_DECADE)
+
+
 def _bin_index(v: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.floor((np.log10(v) - LOG_LO) * BINS_PER_DECADE).astype(np.int64) + 1
-    b[~(v > 10.0**LOG_LO)] = 0
-    np.clip(b, 0, N_BINS - 1, out=b)
+    """The histogram bin of each loss (the NumPy statement of what ``_accumulate`` does)."""
+    b = np.searchsorted(EDGES, v, side="right")
+    b[~(v > EDGES[0])] = 0
     return b
+
+
+# Finding the bin without a log: the top bits of a double (its exponent and the first
+# _SUB_BITS bits of its mantissa) split every octave into 2**_SUB_BITS slices, each
+# narrower than a bin (at most 1/89 octave against 1/60), so a slice holds at most one edge:
+# _SLICE_BIN[slice] is the bin at the slice's start, and one comparison with the next edge
+# finishes the job. The same bins as ``_bin_index``, exactly, at a table lookup per loss.
+_SUB_BITS = 7
+_SHIFT = 52 - _SUB_BITS
+_KEY0 = int(np.array(EDGES[0]).view(np.int64)) >> _SHIFT
+
+
+def _slice_table() -> np.ndarray:
+    key1 = int(np.array(EDGES[-1]).view(np.int64)) >> _SHIFT
+    keys = np.arange(_KEY0, key1 + 1, dtype=np.int64)
+    first = (keys << _SHIFT).view(np.float64)
+    last = (((keys + 1) << _SHIFT) - 1).view(np.float64)
+    lo, hi = np.searchsorted(EDGES, first, side="right"), np.searchsorted(EDGES, last, side="right")
+    assert (hi - lo).max() <= 1, "a slice spans two bin edges"
+    return lo.astype(np.int16)
+
+
+_SLICE_BIN = _slice_table()
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _bin(x, first, last, edges, slice_bin):
+    """``_bin_index`` of one loss: 0 for ``x <= 1e-12`` (and NaN), the last bin for
+    ``x >= 1e6`` and inf, else a table lookup on the top bits of ``x`` and one comparison
+    (``first``/``last``: the first and last edge, hoisted out of the loop)."""
+    if not x > first:
+        return 0
+    if x >= last:
+        return edges.shape[0]
+    b = np.int64(slice_bin[(as_int(x) >> _SHIFT) - _KEY0])
+    b += x >= edges[b]
+    return b
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _accumulate(values, labels, hist, class_sum, class_count, acc, edges, slice_bin):
+    """One pass over a batch's losses: NaN skipped; ``acc`` = [count, n_inf, total,
+    compensation, min, max] updated in place (``total`` of the finite values, Neumaier
+    compensated); the log-binned histogram; with ``labels`` (one per row, -1 or less for
+    none), per-class sums and counts of the non-NaN losses."""
+    count, n_inf = 0, 0
+    total, comp, lo, hi = acc[2], acc[3], acc[4], acc[5]
+    per_class = labels.shape[0] > 0
+    first, last = edges[0], edges[edges.shape[0] - 1]
+    for i in range(values.shape[0]):
+        x = float(values[i])
+        if x != x:
+            continue
+        count += 1
+        if x < _INF and x > -_INF:
+            t = total + x  # Neumaier: exact error of each addition carried in comp
+            if abs(total) >= abs(x):
+                comp += (total - t) + x
+            else:
+                comp += (x - t) + total
+            total = t
+        else:
+            n_inf += 1
+        lo = min(lo, x)
+        hi = max(hi, x)
+        hist[_bin(x, first, last, edges, slice_bin)] += 1
+        if per_class:
+            k = labels[i]
+            if k >= 0:
+                class_sum[k] += x
+                class_count[k] += 1
+    acc[0] += count
+    acc[1] += n_inf
+    acc[2], acc[3], acc[4], acc[5] = total, comp, lo, hi
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _class_sums(values, labels, class_sum, class_count):
+    """Per-class sums and counts of the non-NaN losses; labels below 0 are skipped."""
+    for i in range(values.shape[0]):
+        x = float(values[i])
+        k = labels[i]
+        if x == x and k >= 0:
+            class_sum[k] += x
+            class_count[k] += 1
+
+
+_INF = math.inf
+_NO_LABELS = np.zeros(0, dtype=np.int64)
+_NO_LABELS.flags.writeable = False
+_NO_CLASSES = np.zeros(0, dtype=np.float64)
+_NO_COUNTS = np.zeros(0, dtype=np.int64)
+
+
+def _losses(values) -> np.ndarray:
+    """float64, C-order, read-only: one compiled signature. float32 losses are widened here,
+    not in the loop: LLVM would turn ``log10(double(x))`` into float32 ``log10f(x)``, whose
+    rounding moves a loss lying near a bin edge to the next bin."""
+    v = np.ascontiguousarray(values, dtype=np.float64)  # a copy only when needed
+    if v.flags.writeable:  # one compiled signature per dtype: always a read-only view
+        v = v.view()
+        v.flags.writeable = False
+    return v
+
+
+def _labels(labels) -> np.ndarray:
+    v = np.ascontiguousarray(labels, dtype=np.int64)
+    if v.flags.writeable:
+        v = v.view()
+        v.flags.writeable = False
+    return v
 
 
 @dataclass
@@ -38,18 +159,20 @@ class LossStats:
     n_inf: int = 0
     hist: np.ndarray = field(default_factory=lambda: np.zeros(N_BINS, dtype=np.int64))
 
-    def add(self, values: np.ndarray) -> None:
-        v = np.asarray(values, dtype=np.float64)
-        v = v[~np.isnan(v)]
-        if v.size == 0:
+    def add(self, values: np.ndarray, labels=None, class_sum=None, class_count=None) -> None:
+        """Add a batch of losses (NaN skipped) in one compiled pass; with ``labels``, also the
+        per-class sums into ``class_sum``/``class_count`` (sized for the largest label)."""
+        acc = np.array([0.0, 0.0, 0.0, 0.0, self.minimum, self.maximum])
+        if labels is None:
+            labels, class_sum, class_count = _NO_LABELS, _NO_CLASSES, _NO_COUNTS
+        _accumulate(_losses(values), labels, self.hist, class_sum, class_count, acc, EDGES, _SLICE_BIN)
+        n, n_inf = int(acc[0]), int(acc[1])
+        if n == 0:
             return
-        finite = np.isfinite(v)
-        self.n_inf += int(v.size - finite.sum())
-        self.count += int(v.size)
-        self.total += float(v[finite].sum()) + (math.inf if self.n_inf else 0.0)
-        self.minimum = min(self.minimum, float(v.min()))
-        self.maximum = max(self.maximum, float(v.max()))
-        self.hist += np.bincount(_bin_index(v), minlength=N_BINS)
+        self.count += n
+        self.n_inf += n_inf
+        self.total += float(acc[2] + acc[3]) + (math.inf if self.n_inf else 0.0)
+        self.minimum, self.maximum = float(acc[4]), float(acc[5])
 
     def merge(self, other: LossStats) -> None:
         self.count += other.count
@@ -94,23 +217,28 @@ class Summary:
     class_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per index label, CCE sum
     class_count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
-    def add_losses(self, name: str, values: np.ndarray) -> None:
-        self.stats.setdefault(name, LossStats()).add(values)
+    def add_losses(self, name: str, values: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Add a batch of one loss column; with integer ``labels`` (one per row, negative for
+        none) the per-class CCE sums are taken in the same compiled pass."""
+        if labels is None:
+            self.stats.setdefault(name, LossStats()).add(values)
+            return
+        labels = _labels(labels)
+        if labels.size:
+            self._grow(int(labels.max()) + 1)
+        self.stats.setdefault(name, LossStats()).add(values, labels, self.class_sum, self.class_count)
 
     def add_classes(self, labels: np.ndarray, cce: np.ndarray) -> None:
         """Per-class CCE sums for index labels (rows with a NaN loss are skipped)."""
-        ok = ~np.isnan(cce) & (labels >= 0)
-        labels, cce = labels[ok].astype(np.int64), cce[ok].astype(np.float64)
+        labels = _labels(labels)
         if labels.size == 0:
             return
-        k = int(labels.max()) + 1
-        self._grow(k)
-        self.class_sum[:k] += np.bincount(labels, weights=cce, minlength=k)
-        self.class_count[:k] += np.bincount(labels, minlength=k)
+        self._grow(int(labels.max()) + 1)
+        _class_sums(_losses(cce), labels, self.class_sum, self.class_count)
 
     def _grow(self, k: int) -> None:
         if self.class_sum.size < k:
-            self.class_sum = np.pad(self.class_sum, (0, k - self.class_sum.size))
+            self.class_sum = np.pad(self.class_sum.astype(np.float64), (0, k - self.class_sum.size))
             self.class_count = np.pad(self.class_count, (0, k - self.class_count.size))
 
     def merge(self, other: Summary) -> Summary:

@@ -1,0 +1,163 @@
+"""Where the core-seconds of `xent score` go: decode, kernel, summary, encode, batch handling.
+
+    python benchmarks/bench_stages.py                 # 2M x 10 float32 probabilities (issue 14)
+    python benchmarks/bench_stages.py --rows 500000   # quicker
+    python benchmarks/bench_stages.py --from-logits   # the logits kernels
+
+Each stage of the local engine is called directly, one batch at a time, in one process,
+and timed with ``time.process_time()`` (CPU time of every thread of the process, i.e.
+core-seconds): the sum is what a whole `xent score --keep id` run spends beyond start-up,
+without the overlap of its threads. Stages:
+
+- decode: ``ParquetFile.iter_batches`` of ``pred``, ``label`` and ``id`` (the read);
+- batch handling: Arrow -> kernel layouts (``arrow.as_rows``), canonical forms
+  (``canon``), options, output allocation, the first-invalid check, the output record batch;
+- kernel: ``cpu.run`` (the compiled scoring pass);
+- summary: ``Summary.add_losses`` and the per-class sums (one compiled pass each), with the
+  NumPy passes they replaced for comparison (not part of the total);
+- encode: the engine's Parquet writer (``io.AtomicWriter``) writing ``id, cce``.
+
+The dump (list<float32> ``pred`` of softmax probabilities or logits, int64 ``label`` and
+``id``) is written under ``bench-data/`` (git-ignored) and reused. Batches have the
+engine's default size (about 8 MB of decoded input). Figures from a shared 2-core machine
+vary by 10-20%; compare stages within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xent_numba import api, arrow, canon, cpu, io, losses, validate
+from xent_numba.pipeline import DEFAULT_BATCH_BYTES
+from xent_numba.summary import N_BINS, Summary, _bin_index
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_dump(rows: int, classes: int, logits: bool) -> Path:
+    path = ROOT / "bench-data" / f"stages-{rows}x{classes}-{'logits' if logits else 'probs'}.parquet"
+    if path.exists():
+        return path
+    path.parent.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    schema = pa.schema([("id", pa.int64()), ("pred", pa.list_(pa.float32())), ("label", pa.int64())])
+    with pq.ParquetWriter(path, schema) as w:
+        for start in range(0, rows, 1 << 20):
+            n = min(1 << 20, rows - start)
+            x = rng.normal(size=(n, classes)).astype(np.float32)
+            if not logits:
+                x = np.exp(x)
+                x /= x.sum(axis=1, keepdims=True)
+            pred = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * classes), pa.array(x.reshape(-1)))
+            w.write_table(pa.table({"id": np.arange(start, start + n), "pred": pred,
+                                    "label": rng.integers(0, classes, n)}, schema=schema))
+    return path
+
+
+def numpy_summary(values: np.ndarray, labels: np.ndarray) -> None:
+    """The summary's former NumPy passes (log10 of every loss, masks, bincounts)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    finite = np.isfinite(v)
+    float(v[finite].sum()), float(v.min()), float(v.max())
+    np.bincount(_bin_index(v), minlength=N_BINS)
+    ok = ~np.isnan(values) & (labels >= 0)
+    lab = labels[ok].astype(np.int64)
+    k = int(lab.max()) + 1
+    np.bincount(lab, weights=values[ok].astype(np.float64), minlength=k)
+    np.bincount(lab, minlength=k)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--from-logits", action="store_true")
+    a = ap.parse_args()
+    path = make_dump(a.rows, a.classes, a.from_logits)
+    pf = pq.ParquetFile(path)
+    per_row = a.classes * 4 + 8 + 8 + 8  # values, offset, label, id
+    batch_rows = int(min(max(DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
+    t = dict.fromkeys(["decode", "batch handling", "kernel", "summary", "encode"], 0.0)
+    t_numpy_summary = 0.0
+    clock = time.process_time
+    prm = losses.make_params("cce", dtype=np.float32, from_logits=a.from_logits)
+    summary = Summary()
+    rows = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = io.AtomicWriter(os.path.join(tmp, "out.parquet"), "parquet", overwrite=False)
+        batches = pf.iter_batches(batch_size=batch_rows, columns=["id", "pred", "label"])
+        # warm the compiled code (loading from the cache is start-up, not a stage)
+        api.score("cce", pa.array([[0.5, 0.5]], pa.list_(pa.float32())), np.array([0]), from_logits=a.from_logits)
+        summary.add_losses("cce", np.ones(2, np.float32), np.zeros(2, np.int64))
+        while True:
+            c0 = clock()
+            batch = next(batches, None)
+            c1 = clock()
+            t["decode"] += c1 - c0
+            if batch is None:
+                break
+            n = batch.num_rows
+            rows += n
+            # batch handling, part 1: layouts, canonical forms, options, outputs
+            c0 = clock()
+            p, _ = arrow.as_rows(batch.column("pred"), "pred", is_target=False)
+            y, _ = arrow.as_rows(batch.column("label"), "target", is_target=True)
+            w = validate.weights(None, "class_weight", 0, scalar_ok=False)
+            pw = validate.weights(None, "pos_weight", 0, scalar_ok=True)
+            p, y, w, pw = canon.kernel_inputs(p, y, w, pw)
+            out = np.empty(n, dtype=np.float32)
+            status = np.empty(n, dtype=np.int8)
+            c1 = clock()
+            cpu.run(p, y, prm, w, pw, out, status)
+            c2 = clock()
+            validate.raise_first_invalid(status, p, y, prm, None)
+            null = status != losses.OK
+            rb = pa.RecordBatch.from_arrays([batch.column("id"), arrow.from_numpy(out, null)], names=["id", "cce"])
+            c3 = clock()
+            labels = arrow.to_numpy(batch.column("label").cast(pa.int64(), safe=False), fill=-1)
+            summary.add_losses("cce", out)
+            summary.add_classes(labels, out)
+            c4 = clock()
+            writer.write(rb)
+            c5 = clock()
+            numpy_summary(out, labels)
+            c6 = clock()
+            t["batch handling"] += (c1 - c0) + (c3 - c2)
+            t["kernel"] += c2 - c1
+            t["summary"] += c4 - c3
+            t["encode"] += c5 - c4
+            t_numpy_summary += c6 - c5
+        c0 = clock()
+        writer.commit(pa.schema([("id", pa.int64()), ("cce", pa.float32())]))
+        t["encode"] += clock() - c0
+    total = sum(t.values())
+    mode = "logits" if a.from_logits else "probabilities"
+    print(f"{rows:,} rows x {a.classes} classes, float32 {mode}, batches of {batch_rows:,} rows, "
+          f"{numba_threads()} kernel threads")
+    print(f"{'stage':28s} {'core-ms':>9s} {'share':>6s}  {'ns/row':>7s}")
+    for name, sec in t.items():
+        print(f"{name:28s} {sec * 1e3:9.0f} {sec / total:6.0%}  {sec / rows * 1e9:7.1f}")
+    print(f"{'total':28s} {total * 1e3:9.0f}")
+    beyond = total - t["decode"]
+    print(f"overhead beyond decoding: {beyond / t['decode']:.2f}x the decode (issue 14 target <= 0.5x)")
+    print(f"(the former NumPy summary passes: {t_numpy_summary * 1e3:.0f} core-ms, "
+          f"{t_numpy_summary / max(t['summary'], 1e-9):.1f}x the compiled pass)")
+
+
+def numba_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()
