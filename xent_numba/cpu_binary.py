@@ -1,0 +1,171 @@
+"""CPU kernel for scalar binary rows: one probability ``p`` (or logit ``x``) and one label per row.
+
+Per row, with the smoothed label ``t' = t(1-e) + e/2`` and weights ``a`` (positive term)
+and ``b`` (negative term):
+
+.. math:: \\ell = -\\frac{1}{\\ln b_{\\log}}\\left[a\\, t' \\log p + b\\,(1-t') \\log(1-p)\\right]
+
+- BCE: ``a = pos_weight``, ``b = 1``;
+- CCE over the two classes ``[1-p, p]`` with index label ``y``: ``a = w_1``, ``b = w_0``
+  (``class_weight``); with no weights the same number as BCE.
+
+``log(1-p)`` is ``log1p(-p)`` (exact for tiny ``p``); for hard 0/1 labels one log per row:
+``log(q) + (-p - (q - 1)) / q`` with ``q = 1 - p``. From logits:
+``-log p = max(-x, 0) + log1p(e^{-|x|})`` and ``-log(1-p) = max(x, 0) + log1p(e^{-|x|})``
+(never clipped; ``x = -inf`` is ``p = 0``). A term whose weight ``t'`` or ``1-t'`` is 0 is
+skipped (``0 log 0 = 0``).
+
+Validation is fused: per row a status (``losses``): prediction NaN/inf (``+inf``/NaN logit),
+probability outside [0, 1], an integer label other than 0/1 (``LABEL_RANGE``), a float
+label outside [0, 1] (``TARGET_VALUE``), or ``IGNORED`` (CCE, ``ignore_index``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from . import _fastmath as fm
+from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, PRED_RANGE, TARGET_VALUE
+
+_INF = math.inf
+_NAN = math.nan
+_BLOCK = 16384  # rows per parallel work item
+
+_FASTMATH = False  # no reassociation: it would cancel the log1p correction below (no sums here)
+_jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
+_ijit = dict(_jit, inline="always")
+
+
+@njit(**_ijit)
+def _max(a, b):
+    return a if a > b else b
+
+
+@njit(**_ijit)
+def _clip(p, lo, hi):
+    p = p if p > lo else lo
+    return p if p < hi else hi
+
+
+def _lpe(x):
+    """``log(1 + e^-|x|)`` as a float64 (see the overload)."""
+
+
+@overload(_lpe, jit_options=_ijit)
+def _lpe_impl(x):
+    if x == types.float32:  # float32 logits: in float32 (twice the vector width)
+        return lambda x: float(fm.log1pexp32(x))
+    return lambda x: fm.log1p(fm.exp(-abs(float(x))))
+
+
+@njit(**_ijit)
+def _status(x, t, soft, prm, ignore):
+    """Row status: the label first (IGNORED, then LABEL_RANGE / TARGET_VALUE), then the prediction."""
+    if prm.from_logits:
+        s = OK if x < _INF else PRED_NONFINITE  # NaN and +inf; -inf is p = 0
+    else:
+        fin = abs(x) < _INF
+        s = OK if (x >= 0.0) & (x <= 1.0) else (PRED_RANGE if fin else PRED_NONFINITE)
+    if soft:
+        s = s if (t >= 0.0) & (t <= 1.0) else TARGET_VALUE
+    else:
+        s = s if (t == 0.0) | (t == 1.0) else LABEL_RANGE
+        s = IGNORED if ignore & (t == prm.ignore_index) else s
+    return s
+
+
+@njit(**_ijit)
+def _prob_hard(p, on, lo, hi, logmin):
+    """``-log p`` if ``on`` else ``-log(1 - p)`` (clipped), with a single log."""
+    pc = _clip(p, lo, hi)
+    q = pc if on else 1.0 - pc
+    corr = 0.0 if (on | (q == 0.0)) else (-pc - (q - 1.0)) / q
+    return -_max(fm.log(q) + corr, logmin)
+
+
+@njit(**_ijit)
+def _prob_soft(p, t, a, b, lo, hi, logmin):
+    """``-[a t log p + b (1-t) log1p(-p)]`` (clipped); a term with weight 0 is skipped."""
+    pc = _clip(p, lo, hi)
+    lp = _max(fm.log(pc), logmin)
+    l1 = _max(fm.log1p(-pc), logmin)
+    return -((a * t * lp if t != 0.0 else 0.0) + (b * (1.0 - t) * l1 if t != 1.0 else 0.0))
+
+
+@njit(**_ijit)
+def _logit(x, t, a, b):
+    """``a t softplus(-x) + b (1-t) softplus(x)``; a term with weight 0 is skipped."""
+    xf = float(x)
+    lpe = _lpe(x)
+    neg = _max(-xf, 0.0) + lpe  # -log p
+    pos = _max(xf, 0.0) + lpe  # -log(1 - p)
+    return (a * t * neg if t != 0.0 else 0.0) + (b * (1.0 - t) * pos if t != 1.0 else 0.0)
+
+
+@njit(**_jit)
+def _block(p, y, soft, prm, a, b, ignore, out, status, r0, r1):
+    e = prm.smoothing
+    hard = e == 0.0 and not prm.from_logits
+    if hard and soft:  # float labels: one log per row only when every label is 0 or 1
+        for i in range(r0, r1):
+            t = float(y[i])
+            hard &= (t == 0.0) | (t == 1.0)
+    lo, hi, lm, sc = prm.lo, prm.hi, prm.logmin, prm.scale
+    if prm.from_logits:
+        for i in range(r0, r1):
+            x, t = p[i], float(y[i])
+            s = _status(float(x), t, soft, prm, ignore)
+            v = _logit(x, t * (1.0 - e) + 0.5 * e, a, b) * sc
+            status[i] = s
+            out[i] = v if s == OK else _NAN
+    elif hard:
+        for i in range(r0, r1):
+            x, t = float(p[i]), float(y[i])
+            s = _status(x, t, soft, prm, ignore)
+            on = t != 0.0
+            v = _prob_hard(x, on, lo, hi, lm) * (a if on else b) * sc
+            status[i] = s
+            out[i] = v if s == OK else _NAN
+    else:
+        for i in range(r0, r1):
+            x, t = float(p[i]), float(y[i])
+            s = _status(x, t, soft, prm, ignore)
+            v = _prob_soft(x, t * (1.0 - e) + 0.5 * e, a, b, lo, hi, lm) * sc
+            status[i] = s
+            out[i] = v if s == OK else _NAN
+
+
+@njit(parallel=True, **_jit)
+def _binary(p, y, soft, prm, a, b, ignore, out, status):
+    """Rows ``p[i]`` (probability or logit) against labels ``y[i]``, in blocks of ``_BLOCK``."""
+    n = p.shape[0]
+    nblk = (n + _BLOCK - 1) // _BLOCK
+    for k in prange(nblk):
+        _block(p, y, soft, prm, a, b, ignore, out, status, k * _BLOCK, min(n, (k + 1) * _BLOCK))
+
+
+def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, status: np.ndarray) -> None:
+    """Score ``p`` (N,) against ``y`` (N,) into ``out`` and ``status`` (see the module docstring).
+
+    ``y`` is integer/uint8 (0/1 labels; ``ignore_index`` applies to CCE) or float (soft labels)."""
+    soft = y.dtype.kind == "f"
+    ignore = bool(prm.has_ignore and not prm.bce and not soft)
+    _binary(p, y, soft, prm, float(a), float(b), ignore, out, status)
+
+
+def describe(status: int, i: int, p: np.ndarray, y: np.ndarray) -> tuple[str, str]:
+    """(column, detail) for row ``i`` whose status is ``status``."""
+    if status in (PRED_NONFINITE, PRED_RANGE):
+        return "pred", f"value {float(p[i])!r}"
+    if status == LABEL_RANGE:
+        return "target", f"label {y[i].item()!r}; binary labels are 0 or 1 (or False/True)"
+    if status == TARGET_VALUE:
+        return "target", f"value {float(y[i])!r}; soft labels must be in [0, 1]"
+    return "", ""
+
+
+__all__ = ["run", "describe"]
