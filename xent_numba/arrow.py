@@ -187,6 +187,17 @@ def check_offsets(offs: np.ndarray, n_values: int, column: str) -> None:
         )
 
 
+def check_lists(arr, column: str) -> None:
+    """``check_offsets`` on a list array (each chunk of a ChunkedArray) before anything
+    (a concatenation, a slice of its values, a kernel) follows its offsets."""
+    if isinstance(arr, pa.ChunkedArray):
+        for chunk in arr.chunks:
+            check_lists(chunk, column)
+        return
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        check_offsets(to_numpy(arr.offsets), len(arr.values), column)
+
+
 def _child_values(arr, column):
     try:
         return to_numpy(arr)
@@ -364,6 +375,7 @@ def as_rows(obj, column: str, *, is_target: bool):
     ``np.asarray`` takes) or a single Arrow array (the caller splits a ``ChunkedArray``).
     """
     if isinstance(obj, pa.ChunkedArray):
+        check_lists(obj, column)
         obj = obj.combine_chunks()
     if isinstance(obj, pa.Array):
         return _from_arrow(obj, column, is_target=is_target)
