@@ -341,11 +341,15 @@ def as_labels(obj, column: str):
 
 
 def _label_values(arr: np.ndarray, column: str) -> np.ndarray:
-    arr = _native(arr)
+    """Canonical binary labels, so that a handful of kernel signatures cover every input:
+    uint8 (booleans viewed, no copy), int64 (other integers), float32 or float64 (soft)."""
+    arr = np.ascontiguousarray(_native(arr))
     if arr.dtype.kind == "b":
         return arr.view(np.uint8)
     if arr.dtype == np.float16:
         return arr.astype(np.float32)
+    if arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.int64):
+        return index_labels(arr, column)
     if arr.dtype.kind not in "fiu":
         raise InvalidInputError(f"labels must be numeric, got dtype {arr.dtype}", column=column)
     return arr
@@ -391,7 +395,7 @@ def as_rows(obj, column: str, *, is_target: bool):
             )
         return index_labels(arr, column), None
     if arr.ndim == 1:
-        return Scalar(_float_values(arr, column, allow_int=False)), None
+        return Scalar(np.ascontiguousarray(_float_values(arr, column, allow_int=False))), None
     raise InvalidInputError(f"expected a 1-D (N,) or 2-D (N, C) array, got shape {arr.shape}", column=column)
 
 

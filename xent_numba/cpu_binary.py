@@ -148,10 +148,20 @@ def _binary(p, y, soft, prm, a, b, ignore, out, status):
         _block(p, y, soft, prm, a, b, ignore, out, status, k * _BLOCK, min(n, (k + 1) * _BLOCK))
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
 def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, status: np.ndarray) -> None:
     """Score ``p`` (N,) against ``y`` (N,) into ``out`` and ``status`` (see the module docstring).
 
-    ``y`` is integer/uint8 (0/1 labels; ``ignore_index`` applies to CCE) or float (soft labels)."""
+    ``p``: float32/float64, contiguous. ``y``: uint8/int64 (0/1 labels; ``ignore_index``
+    applies to CCE) or float32/float64 (soft labels): ``arrow.as_labels`` canonicalises them,
+    so eight signatures cover every input."""
+    p, y = _readonly(p), _readonly(y)  # one signature for NumPy and zero-copy Arrow inputs
     soft = y.dtype.kind == "f"
     ignore = bool(prm.has_ignore and not prm.bce and not soft)
     _binary(p, y, soft, prm, float(a), float(b), ignore, out, status)
