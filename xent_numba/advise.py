@@ -628,8 +628,11 @@ def advise_file(
                 except InvalidInputError as exc:
                     raise exc.moved(source=path) from None
             batch = batch.slice(0, sample_rows - got)
-            preds.append(_column(batch, cols.pred))
-            labels.append(_column(batch, cols.label))
+            try:
+                preds.append(_column(batch, cols.pred))
+                labels.append(_column(batch, cols.label))
+            except InvalidInputError as exc:
+                raise exc.moved(source=path) from None
             got += len(batch)
             if got >= sample_rows:
                 break
