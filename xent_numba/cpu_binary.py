@@ -63,19 +63,16 @@ def _lpe_impl(x):
 
 
 @njit(**_ijit)
-def _status(x, t, soft, prm, ignore):
-    """Row status: the label first (IGNORED, then LABEL_RANGE / TARGET_VALUE), then the prediction."""
-    if prm.from_logits:
-        s = OK if x < _INF else PRED_NONFINITE  # NaN and +inf; -inf is p = 0
-    else:
-        fin = abs(x) < _INF
-        s = OK if (x >= 0.0) & (x <= 1.0) else (PRED_RANGE if fin else PRED_NONFINITE)
-    if soft:
-        s = s if (t >= 0.0) & (t <= 1.0) else TARGET_VALUE
-    else:
-        s = s if (t == 0.0) | (t == 1.0) else LABEL_RANGE
-        s = IGNORED if ignore & (t == prm.ignore_index) else s
-    return s
+def _status(x, t, logits, soft, label_code, ignore, ig):
+    """Row status, branch-free (selects only, so the row loop vectorises): IGNORED first, then
+    the label (``label_code``: LABEL_RANGE for 0/1 labels, TARGET_VALUE for soft ones), then the
+    prediction (NaN/+inf logit, or a probability outside [0, 1] / not finite)."""
+    fin = abs(x) < _INF
+    p_ok = (x < _INF) if logits else ((x >= 0.0) & (x <= 1.0))
+    s = OK if p_ok else (PRED_RANGE if (fin and not logits) else PRED_NONFINITE)
+    t_ok = (t >= 0.0) & (t <= 1.0) & (soft | (t == 0.0) | (t == 1.0))
+    s = s if t_ok else label_code
+    return IGNORED if (ignore & (t == ig)) else s
 
 
 @njit(**_ijit)
@@ -107,34 +104,39 @@ def _logit(x, t, a, b):
 
 
 @njit(**_jit)
-def _block(p, y, soft, prm, a, b, ignore, out, status, r0, r1):
+def _block(p, y, soft, prm, a, b, ignore, out, status):
+    """One block of rows (slices: indices from 0 are known non-negative, so the loops vectorise)."""
     e = prm.smoothing
-    hard = e == 0.0 and not prm.from_logits
+    logits = prm.from_logits
+    hard = e == 0.0 and not logits
     if hard and soft:  # float labels: one log per row only when every label is 0 or 1
-        for i in range(r0, r1):
+        for i in range(p.shape[0]):
             t = float(y[i])
             hard &= (t == 0.0) | (t == 1.0)
     lo, hi, lm, sc = prm.lo, prm.hi, prm.logmin, prm.scale
-    if prm.from_logits:
-        for i in range(r0, r1):
+    code = TARGET_VALUE if soft else LABEL_RANGE
+    ig = float(prm.ignore_index)
+    keep, lose = 1.0 - e, 0.5 * e
+    if logits:
+        for i in range(p.shape[0]):
             x, t = p[i], float(y[i])
-            s = _status(float(x), t, soft, prm, ignore)
-            v = _logit(x, t * (1.0 - e) + 0.5 * e, a, b) * sc
+            s = _status(float(x), t, True, soft, code, ignore, ig)
+            v = _logit(x, t * keep + lose, a, b) * sc
             status[i] = s
             out[i] = v if s == OK else _NAN
     elif hard:
-        for i in range(r0, r1):
+        for i in range(p.shape[0]):
             x, t = float(p[i]), float(y[i])
-            s = _status(x, t, soft, prm, ignore)
+            s = _status(x, t, False, soft, code, ignore, ig)
             on = t != 0.0
             v = _prob_hard(x, on, lo, hi, lm) * (a if on else b) * sc
             status[i] = s
             out[i] = v if s == OK else _NAN
     else:
-        for i in range(r0, r1):
+        for i in range(p.shape[0]):
             x, t = float(p[i]), float(y[i])
-            s = _status(x, t, soft, prm, ignore)
-            v = _prob_soft(x, t * (1.0 - e) + 0.5 * e, a, b, lo, hi, lm) * sc
+            s = _status(x, t, False, soft, code, ignore, ig)
+            v = _prob_soft(x, t * keep + lose, a, b, lo, hi, lm) * sc
             status[i] = s
             out[i] = v if s == OK else _NAN
 
@@ -145,7 +147,8 @@ def _binary(p, y, soft, prm, a, b, ignore, out, status):
     n = p.shape[0]
     nblk = (n + _BLOCK - 1) // _BLOCK
     for k in prange(nblk):
-        _block(p, y, soft, prm, a, b, ignore, out, status, k * _BLOCK, min(n, (k + 1) * _BLOCK))
+        r0, r1 = k * _BLOCK, min(n, (k + 1) * _BLOCK)
+        _block(p[r0:r1], y[r0:r1], soft, prm, a, b, ignore, out[r0:r1], status[r0:r1])
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
