@@ -192,6 +192,10 @@ def cce(
     class c by ``w_c`` (PyTorch). Rows whose index equals ``ignore_index`` give NaN.
     ``eps`` is a number or a preset ("auto", "keras", "torch", "sklearn", "none"); see
     ``xent_numba.losses``. Returns one loss per row, float64 for float64 input, else float32.
+
+    A 1-D ``pred`` (one number per row, P(y=1) or its logit) is read as the two classes
+    ``[1-p, p]`` with index label ``y`` (0/1, bool, or soft in [0, 1]):
+    ``-(w_1 t' log p + w_0 (1-t') log(1-p))``, the same number as ``bce`` without weights.
     """
     out, _ = score(
         "cce",
@@ -231,6 +235,10 @@ def bce(
     in [0, 1] in the layout of ``pred``, or (N,) class indices read as one-hot rows.
     From logits the stable form ``max(x,0) - x t + log1p(exp(-|x|))`` is used (PyTorch's form
     with ``pos_weight``). Returns one loss per row, float64 for float64 input, else float32.
+
+    One score per row: a 1-D ``pred`` (NumPy, or a numeric Arrow Array/ChunkedArray, read
+    without a copy) is P(y=1) (or its logit) against (N,) labels: 0/1 integers, bool, or soft
+    labels in [0, 1]. ``-(pw t' log p + (1-t') log1p(-p))``; ``pos_weight`` is one number.
     """
     out, _ = score(
         "bce",
