@@ -46,11 +46,11 @@ def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
 
     if t.shape[0] != len(p):
         validate.check_lengths(len(p), t.shape[0])
-    cpu_binary.run(p.values, t, prm, a, b, o, s)
+    n_bad = cpu_binary.run(p.values, t, prm, a, b, o, s)
     if nulls is not None:
         s[nulls] = losses.NULL_ROW
         o[nulls] = np.nan
-    if on_invalid == "error":
+    if on_invalid == "error" and (n_bad or nulls is not None):
         bad = s > losses.IGNORED
         if bad.any():
             i = int(np.argmax(bad))

@@ -111,7 +111,8 @@ def _logit(x, t, a, b):
 
 @njit(**_jit)
 def _block(p, y, soft, prm, a, b, ignore, out, status):
-    """One block of rows (slices: indices from 0 are known non-negative, so the loops vectorise)."""
+    """One block of rows (slices: indices from 0 are known non-negative, so the loops
+    vectorise); returns how many rows are invalid (status above IGNORED)."""
     e = prm.smoothing
     logits = prm.from_logits
     hard = e == 0.0 and not logits
@@ -145,16 +146,23 @@ def _block(p, y, soft, prm, a, b, ignore, out, status):
             v = _prob_soft(x, t * keep + lose, a, b, lo, hi, lm) * sc
             status[i] = s
             out[i] = v if s == OK else _NAN
+    bad = 0  # counted here, over the block's statuses still in cache (not in the loops above,
+    for i in range(p.shape[0]):  # where the extra reduction stopped them from vectorising)
+        bad += status[i] > IGNORED
+    return bad
 
 
 @njit(parallel=True, **_jit)
 def _binary(p, y, soft, prm, a, b, ignore, out, status):
-    """Rows ``p[i]`` (probability or logit) against labels ``y[i]``, in blocks of ``_BLOCK``."""
+    """Rows ``p[i]`` (probability or logit) against labels ``y[i]``, in blocks of ``_BLOCK``;
+    returns the number of invalid rows."""
     n = p.shape[0]
     nblk = (n + _BLOCK - 1) // _BLOCK
+    bad = 0
     for k in prange(nblk):
         r0, r1 = k * _BLOCK, min(n, (k + 1) * _BLOCK)
-        _block(p[r0:r1], y[r0:r1], soft, prm, a, b, ignore, out[r0:r1], status[r0:r1])
+        bad += _block(p[r0:r1], y[r0:r1], soft, prm, a, b, ignore, out[r0:r1], status[r0:r1])
+    return bad
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -164,8 +172,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, status: np.ndarray) -> None:
-    """Score ``p`` (N,) against ``y`` (N,) into ``out`` and ``status`` (see the module docstring).
+def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, status: np.ndarray) -> int:
+    """Score ``p`` (N,) against ``y`` (N,) into ``out`` and ``status`` (see the module
+    docstring); return the number of invalid rows (so callers need no second pass).
 
     ``p``: float32/float64, contiguous. ``y``: uint8/int64 (0/1 labels; ``ignore_index``
     applies to CCE) or float32/float64 (soft labels): ``arrow.as_labels`` canonicalises them,
@@ -173,7 +182,7 @@ def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, 
     p, y = _readonly(p), _readonly(y)  # one signature for NumPy and zero-copy Arrow inputs
     soft = y.dtype.kind == "f"
     ignore = bool(prm.has_ignore and not prm.bce and not soft)
-    _binary(p, y, soft, prm, float(a), float(b), ignore, out, status)
+    return int(_binary(p, y, soft, prm, float(a), float(b), ignore, out, status))
 
 
 def describe(status: int, i: int, p: np.ndarray, y: np.ndarray) -> tuple[str, str]:
