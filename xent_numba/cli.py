@@ -80,6 +80,14 @@ def _number(text: str, option: str) -> float:
         fail(f"{option} must be a number (or 'e'), got {text!r}")
 
 
+def _log_base(text: str) -> float:
+    """``--log-base`` as a number, refused under the option's own name (not the API keyword)."""
+    base = _number(text, "--log-base")
+    if not (math.isfinite(base) and base > 0 and base != 1):
+        fail(f"--log-base must be a finite number > 0 and != 1 (e, 2, 10, ...), got {text!r}")
+    return base
+
+
 def _weights(text: str | None, option: str):
     """``"2.5"`` -> 2.5, ``"1,2,0.5"`` -> (1.0, 2.0, 0.5)."""
     if text is None:
@@ -158,7 +166,7 @@ def score(
             device = chosen
         opts = pipeline.ScoreOptions(
             loss=loss, pred=pred, label=label, from_logits=from_logits,
-            log_base=_number(log_base, "--log-base"), eps=_eps(eps), label_smoothing=label_smoothing,
+            log_base=_log_base(log_base), eps=_eps(eps), label_smoothing=label_smoothing,
             class_weight=_weights(class_weight, "--class-weight"), pos_weight=_weights(pos_weight, "--pos-weight"),
             ignore_index=ignore_index, bce_reduce=bce_reduce, keep=tuple(keep or ()), device=device,
             on_invalid=on_invalid,

@@ -141,7 +141,11 @@ def _column(batch, names: tuple[str, ...]):
     values = np.empty((n, k), dtype=common.to_pandas_dtype())
     mask = None
     for j, c in enumerate(cols):
-        c = c.cast(common) if c.type != common else c
+        try:
+            c = c.cast(common) if c.type != common else c
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. uint64 past int64
+            raise InvalidInputError(f"cannot read {c.type} as {common} with the other columns ({exc})",
+                                    column=names[j]) from None
         if c.null_count:
             mask = np.zeros((n, k), dtype=bool) if mask is None else mask
             mask[:, j] = arrow.to_numpy(c.is_null())
