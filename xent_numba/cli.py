@@ -137,7 +137,7 @@ def score(
     file and renamed when every row is scored: a failed run leaves no output. Exit codes:
     0 done, 2 bad usage or bad input, 1 anything unexpected, 130 interrupted.
     """
-    from . import backend, pipeline
+    from . import backend, io, pipeline
     from .errors import InvalidInputError
 
     loss, bce_reduce, device, on_invalid, engine = (
@@ -145,7 +145,14 @@ def score(
     )
     fmt = fmt.value if fmt is not None else None
     started = time.perf_counter()
+    # the tables go to stderr when the scores go to stdout (a pipe must get the scores only)
+    console = err_console if _is_stdout(output) else out_console
     try:
+        if summary_json is not None:  # checked before the run, by the rules of OUTPUT
+            if os.path.abspath(str(summary_json)) == os.path.abspath(output) and not io.is_stdout(output):
+                fail(f"--summary-json {summary_json} is OUTPUT; give it another name")
+            files = io.expand_inputs(inputs, io.PARQUET_EXT if engine == "dask" else io.INPUT_EXT)
+            io.check_output(summary_json, files, given=inputs, overwrite=overwrite, what="--summary-json")
         if device != "cpu":
             with warnings.catch_warnings():  # the CLI says which device it chose, below
                 warnings.simplefilter("ignore")
@@ -172,24 +179,37 @@ def score(
                     inputs, output, opts, batch_rows=batch_rows, threads=threads,
                     on_warning=None if quiet else _warn, **kwargs,
                 )
+        elapsed = time.perf_counter() - started
+        report = summary.to_dict() | {
+            "output": str(output),
+            "wall_seconds": elapsed,
+            "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
+        }
+        if summary_json is not None:
+            io.write_text(summary_json, json.dumps(report, indent=2) + "\n", overwrite)
     except InvalidInputError as e:
         fail(str(e), 2)
     except typer.Exit:
         raise
+    except io.Interrupted as e:
+        err_console.print("[bold red]Interrupted.[/]")
+        raise typer.Exit(e.exit_code) from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # a bug or an environment problem: one line, exit 1
         fail(f"unexpected error: {type(e).__name__}: {e}", 1)
-    elapsed = time.perf_counter() - started
-    report = summary.to_dict() | {
-        "output": str(output),
-        "wall_seconds": elapsed,
-        "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
-    }
-    if summary_json is not None:
-        summary_json.write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
-        show_summary(summary, elapsed, output)
+        show_summary(summary, elapsed, output, console)
+
+
+def _is_stdout(output: str) -> bool:
+    """OUTPUT is standard output: ``-``, or a name of it such as /dev/stdout."""
+    if output == "-":
+        return True
+    try:
+        return os.path.realpath(output) == os.path.realpath("/dev/stdout") or os.path.samefile(output, "/dev/stdout")
+    except OSError:
+        return False
 
 
 def _warn(message: str) -> None:
@@ -258,9 +278,11 @@ def _progress(quiet: bool):
     return _NoProgress() if quiet or not err_console.is_terminal else _Progress()
 
 
-def show_summary(summary, elapsed: float, output) -> None:
+def show_summary(summary, elapsed: float, output, console=None) -> None:
     """The end-of-run table (shared by the local and the Dask engines)."""
     from rich.table import Table
+
+    out_console = console or globals()["out_console"]
 
     d = summary.to_dict()
     table = Table(title=f"xent score -> {output}", title_justify="left")
@@ -386,11 +408,15 @@ def main() -> None:
     # a run on two cores). Read by the OpenMP runtime when the first kernel starts; a
     # value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .io import install_signal_handlers
+
+    # SIGTERM and SIGHUP stop a run like Ctrl-C: temporary files removed, exit 143 / 129
+    install_signal_handlers()
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         err_console.print("[bold red]Interrupted.[/]")
-        sys.exit(130)
+        sys.exit(getattr(e, "exit_code", 130))
 
 
 if __name__ == "__main__":
