@@ -102,7 +102,7 @@ def _eps(text: str):
 @app.command()
 def score(
     inputs: Annotated[list[str], typer.Argument(help="Parquet or Arrow IPC/Feather files, directories of them, or globs.", show_default=False)],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output file (.parquet, .csv, .jsonl/.ndjson, .arrow/.feather); a directory with --engine dask.", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file (.parquet, .csv, .jsonl/.ndjson, .arrow/.feather), - for standard output (with --format csv or jsonl); a directory with --engine dask. Never an input.", show_default=False)],
     loss: Annotated[Loss, typer.Option(help="cce: one exclusive choice per row; bce: C independent yes/no questions; both.")] = Loss("cce"),
     pred: Annotated[str, typer.Option(help="Prediction column (list of class scores), or a glob such as 'p_*' of scalar columns, one per class.")] = "pred",
     label: Annotated[str, typer.Option(help="Label column: integer class indices, or lists (or a glob of scalar columns) in the layout of --pred.")] = "label",
@@ -119,10 +119,10 @@ def score(
     threads: Annotated[int | None, typer.Option(help="CPU threads for the kernels and the Parquet decoder (default: all cores, or NUMBA_NUM_THREADS).", show_default=False, min=1)] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 32 MB of predictions).", show_default=False, min=1)] = None,
     on_invalid: Annotated[OnInvalid, typer.Option(help="error: stop at the first invalid row; null: give it a null score and count it.")] = OnInvalid("error"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT (and --summary-json) if it exists; an input is never replaced.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: from OUTPUT's extension).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notes; errors only.")] = False,
-    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path.", show_default=False)] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path (checked before the run, like OUTPUT).", show_default=False)] = None,
     engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes, one thread each (default: one in-process worker with a thread per core).", show_default=False, min=1)] = None,
@@ -135,7 +135,8 @@ def score(
 
     The output has the --keep columns, then cce and/or bce. It is written to a temporary
     file and renamed when every row is scored: a failed run leaves no output. Exit codes:
-    0 done, 2 bad usage or bad input, 1 anything unexpected, 130 interrupted.
+    0 done, 2 bad usage, bad input or an output that may not be written, 1 anything
+    unexpected, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
     """
     from . import backend, io, pipeline
     from .errors import InvalidInputError
@@ -408,7 +409,7 @@ def main() -> None:
     # a run on two cores). Read by the OpenMP runtime when the first kernel starts; a
     # value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .io import install_signal_handlers
+    from .io import ignore_signals, install_signal_handlers
 
     # SIGTERM and SIGHUP stop a run like Ctrl-C: temporary files removed, exit 143 / 129
     install_signal_handlers()
@@ -417,6 +418,8 @@ def main() -> None:
     except KeyboardInterrupt as e:
         err_console.print("[bold red]Interrupted.[/]")
         sys.exit(getattr(e, "exit_code", 130))
+    finally:
+        ignore_signals()
 
 
 if __name__ == "__main__":

@@ -210,6 +210,7 @@ def score_files(
         with io.deferred_signals():
             io.check_interrupted()
             _commit(tmpdir, out, overwrite)
+            io.output_in_place()
     except BaseException:
         with io.deferred_signals():
             shutil.rmtree(tmpdir, ignore_errors=True)

@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import sys
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -228,11 +229,15 @@ def is_stdout(path) -> bool:
 
 def is_special(path) -> bool:
     """An existing path that is not a regular file or a directory (a pipe, a terminal, a
-    character device) or one under /dev or /proc (``/dev/stdout``): written in place, never
-    renamed over."""
-    path = str(path)
-    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
-        return True
+    character device), or one under /dev or /proc (``/dev/stdout``, or a symlink into them):
+    written in place, never renamed over."""
+    path = os.path.abspath(str(path))
+    for _ in range(40):  # every hop of a symlink chain: a link to /proc/self/fd/1 is stdout
+        if path.startswith(("/dev/", "/proc/")):
+            return True
+        if not os.path.islink(path):
+            break
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -471,10 +476,11 @@ class AtomicWriter:
                 self._file.close()
         except OSError as exc:
             raise write_error(self.path, exc) from None
-        if self.tmp is not None:
-            with deferred_signals():
-                check_interrupted()  # a signal whose exception was swallowed still stops the run
+        with deferred_signals():
+            check_interrupted()  # a signal whose exception was swallowed still stops the run
+            if self.tmp is not None:
                 rename_into_place(self.tmp, self.path, self.overwrite)
+            output_in_place()
 
     def abort(self) -> None:
         """Remove the temporary file; nothing here raises, a second signal included."""
@@ -512,27 +518,44 @@ class Interrupted(KeyboardInterrupt):
 
 class _SignalState:
     signum = None  # the first signal received
+    at = 0.0  # when (time.monotonic)
     deferred = 0  # > 0 while a cleanup or the final rename runs: signals are only recorded
+    done = False  # the output is in place: the run has succeeded, a late signal changes nothing
 
 
 _SIGNALS = _SignalState()
 HANDLED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+# after a first signal, more within this many seconds are recorded, not raised: a second
+# Ctrl-C must not cut the cleanup (or the exit) short; a run still alive later can be stopped again
+REPEAT_GRACE_S = 5.0
 
 
 def _on_signal(signum, frame) -> None:
+    now = time.monotonic()
+    repeat = _SIGNALS.signum is not None and now - _SIGNALS.at < REPEAT_GRACE_S
     if _SIGNALS.signum is None:
-        _SIGNALS.signum = signum
-    if not _SIGNALS.deferred:
+        _SIGNALS.signum, _SIGNALS.at = signum, now
+    if not (_SIGNALS.deferred or _SIGNALS.done or repeat):
+        _SIGNALS.at = now
         raise Interrupted(signum)
 
 
 def install_signal_handlers() -> None:
     """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread (the CLI calls
     this): every run then removes its temporary files on any of them. A signal that lands
-    while a cleanup or the final rename runs is recorded, not raised: the cleanup finishes."""
-    _SIGNALS.signum = None
+    while a cleanup or the final rename runs, or within ``REPEAT_GRACE_S`` of the first, is
+    recorded, not raised: the cleanup finishes."""
+    _SIGNALS.signum, _SIGNALS.done = None, False
     for sig in HANDLED_SIGNALS:
         signal.signal(sig, _on_signal)
+
+
+def ignore_signals() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP from here on (the CLI calls this on its way out:
+    the run is over and cleaned up; a signal during interpreter shutdown, which restores
+    the default handlers, would otherwise turn the exit code into a death by signal)."""
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @contextmanager
@@ -543,6 +566,13 @@ def deferred_signals():
         yield
     finally:
         _SIGNALS.deferred -= 1
+
+
+def output_in_place() -> None:
+    """Called right after the output was renamed into place (signals deferred): from now
+    on a signal is ignored, the run has succeeded (exit 0 always means a complete output,
+    a signal's exit code never comes with one)."""
+    _SIGNALS.done = True
 
 
 def check_interrupted() -> None:
