@@ -588,3 +588,16 @@ def test_list_column_kept_into_csv_is_refused_up_front(tmp_path):
     out = tmp_path / "o.jsonl"  # JSON Lines holds lists
     assert run("score", src, "-o", out, "--keep", "pred", "-q").exit_code == 0
     assert len(json.loads(out.read_text().splitlines()[0])["pred"]) == 4
+
+
+def test_tiny_batches_are_gathered_into_one_object(tmp_path):
+    """Memory stays flat with --batch-rows 1: the writer does not hold one Arrow object per
+    row until it has a row group's worth (measured: 20k rows 235 MB, 80k rows 244 MB RSS)."""
+    w = xio.AtomicWriter(str(tmp_path / "o.parquet"), "parquet", overwrite=False)
+    one = pa.record_batch({"cce": pa.array([1.5])})
+    for _ in range(10_000):
+        w.write(one)
+        assert len(w._pending) <= xio._PENDING_BATCHES
+    w.commit(one.schema)
+    assert pq.ParquetFile(tmp_path / "o.parquet").metadata.num_row_groups == 1
+    assert pq.read_table(tmp_path / "o.parquet")["cce"].to_pylist() == [1.5] * 10_000

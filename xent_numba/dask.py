@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 

@@ -395,6 +395,7 @@ def write_text(path, text: str, overwrite: bool) -> None:
 # scoring batch (``--batch-rows 1`` would otherwise write a row group per row).
 WRITE_ROWS = 65536
 WRITE_BYTES = 8 << 20
+_PENDING_BATCHES = 256
 
 
 class AtomicWriter:
@@ -437,6 +438,8 @@ class AtomicWriter:
         self._bytes += batch.nbytes
         if self._rows >= WRITE_ROWS or self._bytes >= WRITE_BYTES:
             self._flush(batch.schema)
+        elif len(self._pending) >= _PENDING_BATCHES:  # many tiny batches: one object, not thousands
+            self._pending = [pa.concat_batches(self._pending)]
 
     def _flush(self, schema: pa.Schema) -> None:
         try:
