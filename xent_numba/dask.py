@@ -196,11 +196,13 @@ def score_files(
     # outside the temporary folder before the run succeeds
     tmpdir = io.temp_name(out)
     try:
-        tmpdir.mkdir()
+        with io.deferred_signals():  # a signal now is raised below, inside the ``try``
+            tmpdir.mkdir()
     except OSError as exc:
         raise InvalidInputError(f"{output}: cannot create the output in {out.parent} ({exc.strerror or exc})") from None
     summary = Summary()
     try:
+        io.check_interrupted()
         if total == 0:
             batch = score_batch(schema.empty_table(), opts, cols, summary=summary)
             pq.write_table(pa.Table.from_batches([batch]), tmpdir / "part.00000.parquet")

@@ -440,8 +440,10 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
             )
     if on_start:
         on_start(sum(s.num_rows for s in sources))
-    writer = io.AtomicWriter(str(output), fmt, overwrite)
+    with io.deferred_signals():  # a signal now is raised below, inside the ``try``
+        writer = io.AtomicWriter(str(output), fmt, overwrite)
     try:
+        io.check_interrupted()
         return _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_warning)
     except BaseException:
         writer.abort()
@@ -462,6 +464,8 @@ def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_war
         for src in sources:
             rows = batch_rows or _default_batch_rows(src, cols)
             for batch in src.batches(cols.needed, rows):
+                if stage.stop.is_set():
+                    return
                 batch = conform(batch, schema)
                 size = batch.nbytes + _BATCH_OVERHEAD
                 if not budget.acquire(size, stage):
