@@ -44,6 +44,15 @@ def is_url(path) -> bool:
     return isinstance(path, str) and _URL.match(path) is not None
 
 
+def local_path(path: str) -> str:
+    """``file:///x`` (or ``file://localhost/x``) as the local path ``/x``, so local files keep
+    every local rule whatever their spelling; anything else unchanged."""
+    if isinstance(path, str) and path[:7].lower() == "file://":
+        rest = path[7:]
+        return rest if rest.startswith("/") else "/" + rest.split("/", 1)[-1]
+    return path
+
+
 def parse_options(pairs) -> dict:
     """``["KEY=VALUE", ...]`` (the CLI's repeatable ``--storage-option``) as a dict."""
     out = {}
@@ -135,8 +144,7 @@ def resolve(url: str, storage_options: dict | None = None) -> Location:
         if scheme == "file":
             if opts:
                 raise InvalidInputError(f"file:// takes no storage options (got {', '.join(opts)})", source=url)
-            path = rest if rest.startswith("/") else "/" + rest.split("/", 1)[-1]
-            return Location(url, pafs.LocalFileSystem(), path, "local")
+            return Location(url, pafs.LocalFileSystem(), local_path(url), "local")
         if scheme in ("hdfs", "viewfs", "abfs", "abfss"):
             return _pyarrow_uri(url, scheme, rest, opts)
         return _fsspec(url, scheme, opts)
@@ -414,12 +422,16 @@ class RemoteOutput:
         if info.type == pafs.FileType.NotFound and _bucket_missing(self.loc):
             raise InvalidInputError(f"bucket {_bucket(self.loc)!r} does not exist", source=self.loc.url)
 
+    def error(self, exc: BaseException) -> InvalidInputError:
+        """An error met while writing, as one line naming the URL."""
+        return explain(exc, self.loc, "cannot write")
+
     def open(self) -> pa.NativeFile:
         """The stream to write the whole object to (the temporary key)."""
         try:
             self._stream = self.loc.fs.open_output_stream(self.tmp)
         except (OSError, pa.ArrowException) as exc:
-            raise explain(exc, self.loc, "cannot write") from None
+            raise self.error(exc) from None
         return self._stream
 
     def commit(self) -> None:
@@ -440,7 +452,7 @@ class RemoteOutput:
             if isinstance(exc, InvalidInputError):
                 raise
             if isinstance(exc, (OSError, pa.ArrowException)):
-                raise explain(exc, self.loc, "cannot write") from None
+                raise self.error(exc) from None
             raise
 
     def abort(self) -> None:
