@@ -289,3 +289,13 @@ def test_other_protocols_go_through_fsspec():
         mem.rm("/xent-test", recursive=True)
     with pytest.raises(InvalidInputError, match=r"^nosuchproto://x: unknown storage protocol"):
         storage.expand("nosuchproto://x")
+
+
+def test_missing_pieces_are_named_not_raised():
+    with pytest.raises(InvalidInputError, match=r"^hdfs://nn:8020/x.parquet: cannot connect \(.*\); HDFS needs Java and libhdfs") as e:
+        storage.expand("hdfs://nn:8020/x.parquet")
+    assert "\n" not in str(e.value)
+    lg = storage.resolve("gs://b/k/x.parquet", {"anonymous": "true", "retry_time_limit": "1"})
+    assert (lg.fs.type_name, lg.path) == ("gcs", "b/k/x.parquet")
+    la = storage.resolve("abfs://cont@acct.dfs.core.windows.net/p/x.parquet")
+    assert (la.fs.type_name, la.path) == ("abfs", "cont/p/x.parquet")

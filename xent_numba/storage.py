@@ -153,7 +153,8 @@ def resolve(url: str, storage_options: dict | None = None) -> Location:
     except (TypeError, ValueError, pa.ArrowInvalid) as exc:
         raise InvalidInputError(f"bad storage options ({_first_line(exc)})", source=url) from None
     except (OSError, pa.ArrowException) as exc:
-        raise InvalidInputError(f"cannot connect ({_first_line(exc)})", source=url) from None
+        hint = "; HDFS needs Java and libhdfs (JAVA_HOME, HADOOP_HOME, ARROW_LIBHDFS_DIR)" if scheme in ("hdfs", "viewfs") else ""
+        raise InvalidInputError(f"cannot connect ({_first_line(exc)}){hint}", source=url) from None
 
 
 def _s3(bucket: str, opts: dict):
@@ -230,7 +231,7 @@ def _fsspec(url, scheme, opts) -> Location:
     except ValueError as exc:  # fsspec: "Protocol not known"
         raise InvalidInputError(f"unknown storage protocol {scheme}:// ({exc})", source=url) from None
     except ImportError as exc:  # fsspec names the package the protocol needs
-        raise InvalidInputError(f"{scheme}:// needs another package ({exc}); try {CLOUD_EXTRA}", source=url) from None
+        raise InvalidInputError(f"{scheme}:// needs a package that is not installed ({exc})", source=url) from None
     path = impl._strip_protocol(url)
     return Location(url, pafs.PyFileSystem(pafs.FSSpecHandler(impl)), path, f"{scheme}://")
 
