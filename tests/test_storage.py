@@ -285,6 +285,11 @@ def test_other_protocols_go_through_fsspec():
     try:
         [loc] = storage.expand("memory://xent-test/m/*.parquet")
         assert _read_parquet(loc).equals(_table(7))
+        out = storage.RemoteOutput("memory://xent-test/m/o.csv")  # fsspec's move under pyarrow's
+        out.open().write(b"a\n1\n")
+        out.commit()
+        assert mem.cat("/xent-test/m/o.csv") == b"a\n1\n"
+        assert sorted(mem.ls("/xent-test/m", detail=False)) == ["/xent-test/m/a.parquet", "/xent-test/m/o.csv"]
     finally:
         mem.rm("/xent-test", recursive=True)
     with pytest.raises(InvalidInputError, match=r"^nosuchproto://x: unknown storage protocol"):
