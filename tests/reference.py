@@ -101,6 +101,38 @@ def bce(rows, targets, *, from_logits=False, log_base=math.e, eps="auto", dtype=
     return np.array(out)
 
 
+def binary(p, t, *, loss="bce", from_logits=False, log_base=math.e, eps="auto", dtype=np.float64,
+           label_smoothing=0.0, class_weight=None, pos_weight=None, ignore_index=None):
+    """One prediction per row (the 1-D reading): ``p`` P(y=1) (or its logit), ``t`` 0/1 or soft.
+
+    ``-[a t' log p + b (1-t') log(1-p)]``, ``t' = t(1-e) + e/2``; BCE: ``a = pos_weight, b = 1``;
+    CCE over the two classes ``[1-p, p]``: ``(b, a) = class_weight`` (CCE's dense-target
+    smoothing ``e/C`` is ``e/2`` here too). Rows whose integer label is ``ignore_index``
+    (CCE) are NaN."""
+    p = np.asarray(p, dtype=np.float64)
+    raw = np.asarray(t)
+    t = raw.astype(np.float64)
+    tt = t * (1 - label_smoothing) + label_smoothing / 2
+    a, b = 1.0, 1.0
+    if loss == "bce" and pos_weight is not None:
+        a = float(np.ravel(pos_weight)[0])
+    if loss == "cce" and class_weight is not None:
+        b, a = (float(w) for w in class_weight[:2])
+    lo, hi, logmin = clip_policy(eps, dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if from_logits:
+            neg_lp, neg_l1 = np.logaddexp(0.0, -p), np.logaddexp(0.0, p)  # -log p, -log(1-p)
+        else:
+            pc = np.clip(p, lo, hi)
+            neg_lp = -np.maximum(np.log(pc), logmin)
+            neg_l1 = -np.maximum(np.log1p(-pc), logmin)
+        out = np.where(tt != 0, a * tt * neg_lp, 0.0) + np.where(tt != 1, b * (1 - tt) * neg_l1, 0.0)
+    out = out / math.log(log_base)
+    if loss == "cce" and ignore_index is not None and raw.dtype.kind in "iu":
+        out = np.where(raw == ignore_index, np.nan, out)
+    return out
+
+
 def assert_close(got, want, dtype):
     """The accuracy contract: 1e-9 relative for float64 results, 1e-5 for float32."""
     rtol = 1e-9 if np.dtype(dtype) == np.float64 else 1e-5

@@ -336,3 +336,66 @@ def test_row_blocks_do_not_change_the_advice(monkeypatch):
         monkeypatch.setattr(adv, "CHUNK_VALUES", 7)  # blocks of one or two rows
         assert advise_arrays(p, t) == whole
         monkeypatch.undo()
+
+
+# ---- one prediction per row (issue 12) and robust logits (issue 17) -------------------------------
+
+
+@pytest.mark.parametrize("label", [np.array([0, 1, 1, 0, 1]), np.array([False, True, True, False, True]),
+                                   pa.array([0, 1, 1, 0, 1], pa.int8())], ids=["int", "bool", "arrow_int8"])
+def test_scalar_probabilities_are_binary(label):
+    p = np.array([0.1, 0.8, 0.7, 0.3, 0.95])
+    a = advise_arrays(p, label)
+    assert a["label_kind"] == "binary" and a["pred_kind"] == "probability" and a["recommended_loss"] == "bce"
+    text = " ".join(a["explanation"])
+    assert "[1 - p, p]" in text and "same number" in text
+    assert f"{xn.bce(p[:1], np.array([0]))[0]:.4g}" in text  # the example row, scored
+    assert a["warnings"] == []
+    assert check_fit(a, "cce", from_logits=False) is None and check_fit(a, "bce", from_logits=False) is None
+    assert "--from-logits" in check_fit(a, "bce", from_logits=True)
+
+
+def test_scalar_logits_and_soft_labels():
+    x = rng.normal(0, 3, 200)
+    a = advise_arrays(pa.array(x.astype(np.float32)), pa.array(rng.random(200)))
+    assert a["label_kind"] == "binary" and a["pred_kind"] == "logit" and a["recommended_loss"] == "bce"
+    assert "--from-logits" in " ".join(a["explanation"])
+    assert "logits" in check_fit(a, "bce", from_logits=False)
+    assert check_fit(a, "bce", from_logits=True) is None
+    bad = advise_arrays(np.array([0.2, 0.4, 0.6]), np.array([0, 1, 2]))
+    assert bad["label_kind"] == "invalid" and bad["recommended_loss"] is None
+    assert any("label other than 0/1" in w for w in bad["warnings"])
+
+
+@pytest.mark.parametrize("scalar", [True, False], ids=["scalar", "list"])
+def test_one_bad_probability_in_150_rows_is_not_logits(scalar):
+    n = 150
+    if scalar:
+        p, y = rng.random(n), rng.integers(0, 2, n)
+        p[77] = 1.3
+    else:
+        p = rng.random((n, 3)) + 0.05
+        p /= p.sum(axis=1, keepdims=True)
+        y = rng.integers(0, 3, n)
+        p[77, 0] = 1.3
+    a = advise_arrays(p, y)
+    assert a["pred_kind"] in ("probability", "probabilities_normalized", "probabilities_independent")
+    assert any("1 rows hold probabilities outside [0, 1] (first: row 77)" in w for w in a["warnings"])
+    assert "logits" not in (check_fit(a, "cce", from_logits=False) or "")
+
+
+def test_seed_sentence_is_not_repeated_for_every_dataset():
+    a = advise_arrays(SOFT_P, Y)
+    assert a["recommended_loss"] == "cce"
+    assert not any("0.523" in s or "seed example" in s for s in a["explanation"])
+
+
+def test_cli_binary_sample_and_score_warning(tmp_path):
+    data = ROOT / "data" / "binary_sample.parquet"
+    res = runner.invoke(app, ["advise", str(data), "--pred", "logit", "--label", "clicked", "--json"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout)
+    assert (obj["label_kind"], obj["pred_kind"], obj["recommended_loss"]) == ("binary", "logit", "bce")
+    res = runner.invoke(app, ["score", str(data), "-o", str(tmp_path / "o.csv"), "--pred", "logit",
+                              "--label", "clicked", "--loss", "bce"])
+    assert res.exit_code == 2 and "'logit'" in res.output  # logits outside [0, 1]: invalid probabilities

@@ -63,3 +63,48 @@ def test_score_does_not_import_pandas(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert pq.read_table(tmp_path / "out.parquet").column("cce").null_count == 1
+
+
+# ---- scalar (binary) columns, hostile offsets, foreign arrays ---------------------------------
+
+
+def test_scalar_prediction_is_a_zero_copy_view():
+    from xent_numba.arrow import Scalar, as_labels
+
+    values = np.arange(10, dtype=np.float32) / 10
+    arr = pa.array(values).slice(2, 5)
+    layout, nulls = arrow.as_rows(arr, "pred", is_target=False)
+    assert isinstance(layout, Scalar) and nulls is None
+    np.testing.assert_array_equal(layout.values, values[2:7])
+    assert not layout.values.flags.owndata  # a view of the Arrow buffer
+    y, _ = as_labels(pa.array([True, False, True]), "label")
+    assert y.dtype == np.uint8 and list(y) == [1, 0, 1]
+    y, _ = as_labels(np.array([0, 1], dtype=np.int16), "label")
+    assert y.dtype == np.int64  # canonical label dtypes: uint8, int64, float32, float64
+
+
+@pytest.mark.parametrize("offsets, ok", [
+    ([0, 2, 2, 5], True), ([1, 2, 5], True), ([0, 2, 6], False), ([-1, 2, 5], False), ([0, 3, 2, 5], False),
+])
+def test_check_offsets(offsets, ok):
+    from xent_numba.arrow import check_offsets
+    from xent_numba.errors import InvalidInputError
+
+    if ok:
+        check_offsets(np.array(offsets), 5, "pred")
+    else:
+        with pytest.raises(InvalidInputError, match="corrupt list offsets"):
+            check_offsets(np.array(offsets), 5, "pred")
+
+
+def test_big_endian_and_coerce():
+    from xent_numba.arrow import coerce
+    from xent_numba.errors import InvalidInputError
+
+    layout, _ = arrow.as_rows(np.array([[0.25, 0.75]], dtype=">f8"), "pred", is_target=False)
+    assert layout.values.dtype == np.float64 and layout.values.dtype.isnative
+    y, _ = arrow.as_rows(np.array([1], dtype=">i8"), "target", is_target=True)
+    assert y.dtype == np.int64 and y.dtype.isnative
+    assert coerce(np.zeros(2)) is not None and isinstance(coerce([1, 2]), list)
+    with pytest.raises(InvalidInputError, match="accepted"):
+        coerce({"a": 1})

@@ -238,7 +238,7 @@ BAD = [
     ("null_row", {"pred": [[0.5, 0.5], None], "label": [0, 0]}, [], ["row 1", "column 'pred'", "null"]),
     ("corrupt", b"PAR1 garbage garbage PAR1", [], ["cannot read as Parquet"]),
     ("truncated", "truncate", [], ["cannot read as Parquet"]),
-    ("bad_log_base", {"pred": [[0.5, 0.5]], "label": [0]}, ["--log-base", "1"], ["log_base"]),
+    ("bad_log_base", {"pred": [[0.5, 0.5]], "label": [0]}, ["--log-base", "1"], ["--log-base"]),
     ("bad_eps", {"pred": [[0.5, 0.5]], "label": [0]}, ["--eps", "tf"], ["eps must be"]),
     ("bad_weights", {"pred": [[0.5, 0.5]], "label": [0]}, ["--class-weight", "1,x"], ["--class-weight"]),
 ]

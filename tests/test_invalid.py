@@ -95,13 +95,13 @@ def test_null_rows_and_null_values():
 @pytest.mark.parametrize(
     "pred,target,words",
     [
-        (np.array([0.1, 0.9]), np.array([1, 0]), ["2-D", "reshape(-1, 1)", "'pred'"]),
+        (np.array([0.1, 0.9]), np.array([[1, 0], [0, 1]]), ["must be 1-D (N,)", "'target'"]),  # 1-D pred: binary
         (np.array([["a", "b"]]), np.array([0]), ["numeric", "'pred'"]),
         (P, np.array([0, 1]), ["4 rows", "target has 2"]),
         (P, np.array([0.0, 1.0, 0.0, 1.0]), ["integer class indices", "'target'"]),
         (pa.array(["x", "y"]), pa.array([0, 1]), ["Arrow type string"]),
         (pa.array([["a", "b"]], type=pa.list_(pa.string())), pa.array([0]), ["numeric"]),
-        (pa.array([0.5, 0.5]), pa.array([0, 1]), ["Arrow type double"]),
+        (pa.array([0.5, 0.5]), pa.array([[0], [1]]), ["one number per row", "list<item: int64>"]),
         ([[0.1, 0.9], [0.5]], [0, 1], ["cannot read"]),
     ],
 )

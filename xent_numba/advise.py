@@ -10,6 +10,12 @@ multi-label). This module looks at a sample of rows and says which of the two th
   summing to 1) or ``invalid`` (values outside [0, 1]);
 - ``pred_kind``: ``logits`` (values outside [0, 1]), ``probabilities_normalized`` (every row
   sums to 1 within ``losses.DENSE_SUM_RTOL``) or ``probabilities_independent``;
+- one prediction per row (a scalar column, a 1-D array): ``label_kind`` ``binary`` (0/1,
+  bool, or soft labels in [0, 1]; ``invalid`` otherwise) and ``pred_kind`` ``probability``
+  or ``logit``; BCE is recommended, and CCE over the two classes ``[1-p, p]`` gives the
+  same number;
+- predictions are called logits only when at least ``LOGIT_FRACTION`` of the rows hold
+  values outside [0, 1]; a few such rows among probabilities are reported as invalid rows;
 - ``recommended_loss``: ``cce`` for exclusive labels (index, one-hot, soft) with predictions
   that are normalised or logits; ``bce`` for multi-hot / independent soft labels, and for
   exclusive labels whose predictions are independent probabilities (CCE only reads
@@ -30,13 +36,14 @@ import numpy as np
 import pyarrow as pa
 
 from . import io, losses
-from .arrow import Ragged, as_rows
+from .arrow import Ragged, Scalar, as_labels, as_rows, check_lists
 from .errors import InvalidInputError
 
 SAMPLE_ROWS = 100_000
 SUM_TOL = losses.DENSE_SUM_RTOL  # the tolerance the scorer uses for "a row sums to 1"
-LABEL_KINDS = ("index", "one_hot", "multi_hot", "soft", "soft_independent", "invalid")
-PRED_KINDS = ("logits", "probabilities_normalized", "probabilities_independent")
+LABEL_KINDS = ("index", "one_hot", "multi_hot", "soft", "soft_independent", "binary", "invalid")
+PRED_KINDS = ("logits", "probabilities_normalized", "probabilities_independent", "probability", "logit")
+LOGIT_FRACTION = 0.05  # rows outside [0, 1] that make predictions logits, not bad probabilities
 EXCLUSIVE = ("index", "one_hot", "soft")
 KEYS = ("label_kind", "pred_kind", "recommended_loss", "explanation", "warnings", "evidence")
 
@@ -127,6 +134,8 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
     ``evidence`` (fractions of rows of each kind, classes seen, rows sampled).
     """
     p_layout, p_null = as_rows(pred, "pred", is_target=False)
+    if isinstance(p_layout, Scalar):
+        return _advise_binary(p_layout.values, p_null, label)
     t_layout, t_null = as_rows(label, "label", is_target=True)
     n = len(p_layout)
     if len(t_layout) != n:
@@ -222,7 +231,7 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
     sums_to_one = usable & (np.abs(ps["sum"] - 1.0) <= tol)
     m = int(usable.sum())
     n_classes = int(ps["length"][usable].max()) if m else 0
-    if outside.any():
+    if _frac(outside, m) >= LOGIT_FRACTION:
         pred_kind = "logits"
     elif m and sums_to_one.sum() == m:
         pred_kind = "probabilities_normalized"
@@ -242,6 +251,8 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
         recommended = None
 
     if m:
+        if outside.any() and pred_kind != "logits":
+            warnings.append(_outside_warning(outside))
         if label_kind in EXCLUSIVE and pred_kind == "probabilities_independent":
             warnings.append(
                 f"the labels name one class per row, but {_pct(1 - _frac(sums_to_one, m))} of "
@@ -302,6 +313,96 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
     return advice
 
 
+def _outside_warning(outside) -> str:
+    i = int(np.flatnonzero(outside)[0])
+    return (
+        f"{int(outside.sum())} rows hold probabilities outside [0, 1] (first: row {i}): too few "
+        "for logits, so they are invalid rows, which both losses reject (--on-invalid null "
+        "scores the rest)."
+    )
+
+
+def _advise_binary(x, p_null, label) -> dict:
+    """The advice for one prediction per row: a binary problem, whatever the loss asked for."""
+    y, y_null = as_labels(label, "label")
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise InvalidInputError(f"pred has {n} rows but label has {y.shape[0]}; they must match")
+    warnings: list[str] = []
+    usable = np.ones(n, dtype=bool)
+    for mask in (p_null, y_null):
+        if mask is not None:
+            usable &= ~mask
+    if n - usable.sum():
+        warnings.append(f"{int(n - usable.sum())} of {n} sampled rows hold nulls; they were left out of the advice.")
+    xf = np.asarray(x, dtype=np.float64)
+    t = np.asarray(y, dtype=np.float64)
+    nonfinite = usable & ~np.isfinite(xf)
+    if nonfinite.any():
+        warnings.append(f"{int(nonfinite.sum())} rows hold NaN or infinite predictions; both losses reject them.")
+    usable &= ~nonfinite
+    soft_dtype = y.dtype.kind == "f"
+    hard = (t == 0) | (t == 1)
+    valid = ((t >= 0) & (t <= 1)) if soft_dtype else hard
+    bad = usable & ~valid
+    label_kind = "binary"
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        label_kind = "invalid"
+        warnings.append(
+            f"{int(bad.sum())} rows have a label other than 0/1{' or in [0, 1]' if soft_dtype else ''} "
+            f"(first: row {i}, label {y[i].item()!r}); with one prediction per row the labels must be "
+            "binary. For more classes, write one probability per class (a list column)."
+        )
+    usable &= valid
+    m = int(usable.sum())
+    outside = usable & ((xf < 0) | (xf > 1))
+    pred_kind = "logit" if _frac(outside, m) >= LOGIT_FRACTION else "probability"
+    if outside.any() and pred_kind == "probability":
+        warnings.append(_outside_warning(outside))
+    recommended = None if (m == 0 or label_kind == "invalid") else "bce"
+    if m == 0:
+        warnings.append("no usable rows in the sample: nothing to advise on.")
+    evidence = {
+        "rows_sampled": n,
+        "rows_used": m,
+        "n_classes": 2,
+        "classes_seen": int(np.unique(t[usable & hard]).size),
+        "label_fractions": {"positive": _frac(usable & (t == 1), m), "soft": _frac(usable & ~hard, m)},
+        "pred_fractions": {"outside_0_1": _frac(outside, m)},
+    }
+    explanation = []
+    if m:
+        what = (
+            "logits (values outside [0, 1]): score them with --from-logits"
+            if pred_kind == "logit"
+            else "probabilities P(y=1)"
+        )
+        explanation = [
+            f"Every row holds one prediction and a {'soft ' if (usable & ~hard).any() else '0/1 '}label: a "
+            f"binary (yes/no) problem, and the predictions are {what}.",
+            "BCE is the natural score: -[y log p + (1 - y) log(1 - p)]. CCE over the two classes "
+            "[1 - p, p] with index label y is exactly the same number, so --loss cce (or both) agrees.",
+        ]
+        i = int(np.flatnonzero(usable)[0])
+        p = 1.0 / (1.0 + math.exp(-xf[i])) if pred_kind == "logit" else xf[i]
+        e = np.finfo(np.float64).eps
+        q = min(max(p, e), 1 - e)
+        b = -(t[i] * math.log(q) + (1 - t[i]) * math.log1p(-q))
+        explanation.append(
+            f"For example row {i} (pred {xf[i]:.4g}, label {y[i].item()!r}): BCE = CCE over "
+            f"[{1 - p:.4g}, {p:.4g}] = {b:.4g} (nats)."
+        )
+    return {
+        "label_kind": label_kind,
+        "pred_kind": pred_kind if m else None,
+        "recommended_loss": recommended,
+        "explanation": explanation,
+        "warnings": warnings,
+        "evidence": evidence,
+    }
+
+
 def _pct(f: float) -> str:
     return f"{100 * f:.3g}%"
 
@@ -317,7 +418,11 @@ def _example(pred, label, i: int, pred_kind: str) -> str | None:
     try:
         p = np.asarray(_take(pred, i).to_pylist()[0], dtype=np.float64)
         tv = _take(label, i).to_pylist()[0]
-        t = np.asarray(tv, dtype=np.float64) if isinstance(tv, list) else np.eye(p.size)[int(tv)]
+        if isinstance(tv, list):
+            t = np.asarray(tv, dtype=np.float64)
+        else:  # one-hot of the class, O(C) (never an identity matrix)
+            t = np.zeros(p.size)
+            t[int(tv)] = 1.0
         if pred_kind == "logits":
             m = p.max()
             log_soft = p - m - np.log(np.exp(p - m).sum())
@@ -389,8 +494,7 @@ def _explain(a: dict, c: int, example: str | None) -> list[str]:
         out.append(
             "The labels are mutually exclusive and the predictions are a softmax, so the "
             "question the model answers is the exclusive choice: use CCE. BCE would still give "
-            "a number, but for a different question (the seed example [0.1, 0.3, 0.2, 0.4] with "
-            "true class 1: CCE 0.523, summed BCE 0.887 in base 10)."
+            "a number, but for a different question (the example below scores a row both ways)."
         )
         if c == 2 and pk == "probabilities_normalized":
             out.append(
@@ -428,6 +532,15 @@ def check_fit(advice: dict, loss: str, *, from_logits: bool | None = None) -> st
     if rec is None or pk is None:
         return None
     ev = advice.get("evidence", {})
+    if from_logits is True and pk == "probability":
+        return (
+            "every prediction lies in [0, 1], so they look like probabilities, but --from-logits "
+            "was given (it applies the sigmoid again); see `xent advise`."
+        )
+    if lk == "binary":
+        pk = "logits" if pk == "logit" else pk
+        if not (from_logits is False and pk == "logits"):
+            return None  # one prediction per row: BCE and CCE over [1-p, p] are the same number
     if from_logits is False and pk == "logits":
         frac = ev.get("pred_fractions", {}).get("outside_0_1", 0)
         return (
@@ -509,9 +622,17 @@ def advise_file(
         except InvalidInputError as exc:
             raise InvalidInputError(exc.reason, source=path) from None
         for batch in src.batches(list(cols.pred + cols.label), min(65_536, sample_rows)):
+            for name in cols.pred + cols.label:  # a corrupt file is refused before any slicing
+                try:
+                    check_lists(batch.column(name), name)
+                except InvalidInputError as exc:
+                    raise exc.moved(source=path) from None
             batch = batch.slice(0, sample_rows - got)
-            preds.append(_column(batch, cols.pred))
-            labels.append(_column(batch, cols.label))
+            try:
+                preds.append(_column(batch, cols.pred))
+                labels.append(_column(batch, cols.label))
+            except InvalidInputError as exc:
+                raise exc.moved(source=path) from None
             got += len(batch)
             if got >= sample_rows:
                 break
@@ -519,13 +640,20 @@ def advise_file(
             break
     if not preds:
         raise InvalidInputError("the input holds no rows")
-    return advise_arrays(_chunked(preds), _chunked(labels), ignore_index=ignore_index)
+    return advise_arrays(_chunked(preds, "prediction"), _chunked(labels, "label"), ignore_index=ignore_index)
 
 
-def _chunked(arrays: list):
+def _chunked(arrays: list, role: str = "column"):
     types = {a.type for a in arrays}
-    if len(types) > 1:  # files of one dataset may differ in list flavour: unify
-        arrays = [a.cast(arrays[0].type) for a in arrays]
+    if len(types) > 1:  # files of one dataset may differ in list flavour or width: unify
+        try:
+            arrays = [a.cast(arrays[0].type) for a in arrays]
+        except (pa.ArrowException, ValueError) as exc:
+            kinds = ", ".join(sorted(str(t) for t in types))
+            raise InvalidInputError(
+                f"the {role} column has different types in different files ({kinds}) that cannot "
+                f"be read as one ({exc})"
+            ) from None
     return pa.chunked_array(arrays)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import backend, canon, losses, validate
-from .arrow import aligned_slices, as_rows
+from .arrow import Scalar, aligned_slices, as_labels, as_rows, coerce
 from .errors import InvalidInputError
 
 
@@ -24,6 +24,45 @@ def _rows(x) -> int:
     if not shape:
         raise InvalidInputError("expected an array with one entry per row, got a scalar")
     return shape[0]
+
+
+def _binary_weights(loss, class_weight, pos_weight) -> tuple[float, float]:
+    """``(a, b)``: the weights of the ``log p`` and ``log(1-p)`` terms of a scalar binary row."""
+    if loss == "cce":
+        w = validate.weights(class_weight, "class_weight", 2, scalar_ok=False)
+        return (float(w[1]), float(w[0])) if w.size else (1.0, 1.0)
+    pw = validate.weights(pos_weight, "pos_weight", 1, scalar_ok=True)
+    if pw.size > 1:
+        raise InvalidInputError(
+            f"pos_weight must be one number for one prediction per row, got {pw.size} entries"
+        )
+    return (float(pw[0]) if pw.size else 1.0), 1.0
+
+
+def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
+    """One piece of scalar binary rows (see ``cpu_binary``): always on the CPU, which reads
+    them at memory speed (a GPU would spend longer on the copy than on the logs)."""
+    from . import cpu_binary
+
+    if t.shape[0] != len(p):
+        validate.check_lengths(len(p), t.shape[0])
+    n_bad = cpu_binary.run(p.values, t, prm, a, b, o, s)
+    if nulls is not None:
+        s[nulls] = losses.NULL_ROW
+        o[nulls] = np.nan
+    if on_invalid == "error" and (n_bad or nulls is not None):
+        bad = s > losses.IGNORED
+        if bad.any():
+            i = int(np.argmax(bad))
+            code = int(s[i])
+            column, detail = cpu_binary.describe(code, i, p.values, t)
+            if code == losses.NULL_ROW:
+                in_pred = p_nulls is not None and p_nulls[i]
+                column, detail = ("pred" if in_pred else "target"), "a null row"
+            raise InvalidInputError(
+                losses.REASONS[code], row=i + start, column=column or None, status=code,
+                n_invalid=int(bad.sum()), detail=detail,
+            )
 
 
 def _result_dtype(pred_layout) -> np.dtype:
@@ -51,9 +90,22 @@ def score(
     ``status`` holds one int8 code per row (``losses.OK``, ``losses.IGNORED`` or an error
     code; ``losses.REASONS`` names them). With ``on_invalid="error"`` the first invalid row
     raises ``InvalidInputError``; with ``"nan"`` invalid rows get NaN.
+
+    ``loss="both"`` scores CCE and BCE (as ``--loss both``: ``class_weight``/``ignore_index``
+    go to CCE, ``pos_weight``/``reduce`` to BCE) and returns two dicts keyed ``"cce"`` and
+    ``"bce"``: ``({"cce": losses, "bce": losses}, {"cce": status, "bce": status})``.
+
+    Inputs: see ``cce``; pandas/polars Series and torch tensors are read through
+    ``arrow.coerce`` (zero-copy where possible; a tensor that requires grad is detached).
     """
     if on_invalid not in losses.ON_INVALID:
         raise InvalidInputError(f"on_invalid must be 'error' or 'nan'; got {on_invalid!r}")
+    if loss == "both":
+        kw = dict(from_logits=from_logits, log_base=log_base, eps=eps, label_smoothing=label_smoothing,
+                  on_invalid=on_invalid, device=device)
+        c_out, c_st = score("cce", pred, target, class_weight=class_weight, ignore_index=ignore_index, **kw)
+        b_out, b_st = score("bce", pred, target, pos_weight=pos_weight, reduce=reduce, **kw)
+        return {"cce": c_out, "bce": b_out}, {"cce": c_st, "bce": b_st}
     if backend.is_device_array(pred) or backend.is_device_array(target):
         from . import gpu  # GPU inputs imply device="cuda"; the results stay on the GPU
 
@@ -62,13 +114,15 @@ def score(
             label_smoothing=label_smoothing, class_weight=class_weight, pos_weight=pos_weight,
             ignore_index=ignore_index, reduce=reduce, on_invalid=on_invalid,
         )
+    pred, target = coerce(pred), coerce(target)
     n = _rows(pred)
     validate.check_lengths(n, _rows(target))
     engine = backend.kernels(backend.resolve(device))
     out = status = None
     for start, p_piece, t_piece in aligned_slices(pred, target):
         p, p_nulls = as_rows(p_piece, "pred", is_target=False)
-        t, t_nulls = as_rows(t_piece, "target", is_target=True)
+        binary = isinstance(p, Scalar)
+        t, t_nulls = as_labels(t_piece, "target") if binary else as_rows(t_piece, "target", is_target=True)
         if out is None:
             dtype = _result_dtype(p)
             out = np.empty(n, dtype=dtype)
@@ -85,6 +139,12 @@ def score(
             )
         m = len(p)
         if m == 0:
+            continue
+        if binary:
+            a, b = _binary_weights(loss, class_weight, pos_weight)
+            nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
+            _score_binary(p, t, prm, a, b, out[start : start + m], status[start : start + m],
+                          on_invalid, p_nulls, nulls, start)
             continue
         n_classes = validate.max_classes(p)
         w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
@@ -133,6 +193,10 @@ def cce(
     class c by ``w_c`` (PyTorch). Rows whose index equals ``ignore_index`` give NaN.
     ``eps`` is a number or a preset ("auto", "keras", "torch", "sklearn", "none"); see
     ``xent_numba.losses``. Returns one loss per row, float64 for float64 input, else float32.
+
+    A 1-D ``pred`` (one number per row, P(y=1) or its logit) is read as the two classes
+    ``[1-p, p]`` with index label ``y`` (0/1, bool, or soft in [0, 1]):
+    ``-(w_1 t' log p + w_0 (1-t') log(1-p))``, the same number as ``bce`` without weights.
     """
     out, _ = score(
         "cce",
@@ -172,6 +236,10 @@ def bce(
     in [0, 1] in the layout of ``pred``, or (N,) class indices read as one-hot rows.
     From logits the stable form ``max(x,0) - x t + log1p(exp(-|x|))`` is used (PyTorch's form
     with ``pos_weight``). Returns one loss per row, float64 for float64 input, else float32.
+
+    One score per row: a 1-D ``pred`` (NumPy, or a numeric Arrow Array/ChunkedArray, read
+    without a copy) is P(y=1) (or its logit) against (N,) labels: 0/1 integers, bool, or soft
+    labels in [0, 1]. ``-(pw t' log p + (1-t') log1p(-p))``; ``pos_weight`` is one number.
     """
     out, _ = score(
         "bce",

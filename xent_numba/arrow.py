@@ -4,7 +4,15 @@
   whose child buffer is viewed in place);
 - ``Ragged``: ``values`` (1-D) and absolute ``offsets`` (N + 1) into it (Arrow ``ListArray``
   / ``LargeListArray``; a slice keeps its offsets and the unsliced child, as Arrow does);
-- index targets: a 1-D int64 NumPy array.
+- index targets: a 1-D int64 NumPy array;
+- ``Scalar``: one number per row (a 1-D NumPy array or an Arrow numeric array): a binary
+  prediction P(y=1) or its logit; its label (``as_labels``) is a 1-D array of 0/1 integers,
+  booleans (viewed as uint8) or soft labels in [0, 1], in the input dtype (no copy).
+
+List offsets read from Arrow are checked (first >= 0, monotone, last within the values
+buffer) before any kernel sees them: a corrupt Feather file is an ``InvalidInputError``,
+never a read past the buffer. ``coerce`` turns pandas / polars Series and torch tensors
+into NumPy or Arrow first.
 
 Each conversion also returns a boolean mask of null rows (or None), so the caller can
 mark them invalid after scoring.
@@ -32,6 +40,17 @@ class Dense:
 
 
 @dataclass(frozen=True)
+class Scalar:
+    values: np.ndarray  # (N,): one probability (or logit) per row
+
+    def __len__(self):
+        return self.values.shape[0]
+
+    def row(self, i):
+        return self.values[i : i + 1]
+
+
+@dataclass(frozen=True)
 class Ragged:
     values: np.ndarray  # 1-D
     offsets: np.ndarray  # (N + 1,) absolute offsets into values
@@ -55,8 +74,18 @@ class Ragged:
         return Ragged(flat, np.arange(n + 1, dtype=np.int64) * c)
 
 
+def _native(arr: np.ndarray) -> np.ndarray:
+    """A big-endian (non-native byte order) array as a native copy; bfloat16 widened to float32."""
+    if arr.dtype.name == "bfloat16":  # ml_dtypes' NumPy bfloat16
+        return arr.astype(np.float32)
+    if arr.dtype.byteorder not in "=|" and arr.dtype.kind in "fiub":
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
 def _float_values(arr: np.ndarray, column: str, *, allow_int: bool) -> np.ndarray:
     """Accept numeric values; float16 is widened to float32 (the kernels compute in float64)."""
+    arr = _native(arr)
     kind = arr.dtype.kind
     if kind == "f":
         return arr.astype(np.float32) if arr.dtype == np.float16 else arr
@@ -141,14 +170,55 @@ def _merge(a, b):
     return a | b
 
 
+def check_offsets(offs: np.ndarray, n_values: int, column: str) -> None:
+    """Refuse list offsets a kernel could not read safely: the first below 0, a decrease, or
+    the last beyond the ``n_values`` of the values buffer (a corrupt or hostile file)."""
+    if offs.size == 0:
+        return
+    first, last = int(offs[0]), int(offs[-1])
+    bad = first < 0 or last > n_values or last < first
+    if not bad and offs.size > 2:
+        bad = bool(np.any(offs[1:] < offs[:-1]))
+    if bad:
+        raise InvalidInputError(
+            "corrupt list offsets: they must rise from >= 0 to at most the "
+            f"{n_values} values stored (first {first}, last {last}); the file is damaged",
+            column=column,
+        )
+
+
+def check_lists(arr, column: str) -> None:
+    """``check_offsets`` on a list array (each chunk of a ChunkedArray) before anything
+    (a concatenation, a slice of its values, a kernel) follows its offsets."""
+    if isinstance(arr, pa.ChunkedArray):
+        for chunk in arr.chunks:
+            check_lists(chunk, column)
+        return
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        check_offsets(to_numpy(arr.offsets), len(arr.values), column)
+
+
+def _child_values(arr, column):
+    try:
+        return to_numpy(arr)
+    except (ValueError, pa.ArrowException) as exc:  # a values buffer shorter than its length
+        raise InvalidInputError(f"corrupt list values ({exc})", column=column) from None
+
+
 def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
     t = arr.type
     if pa.types.is_fixed_size_list(t):
         k = t.list_size
         n = len(arr)
+        if len(arr.values) < (arr.offset + n) * k:
+            raise InvalidInputError(
+                f"corrupt fixed-size list: {n} rows of {k} need {(arr.offset + n) * k} values, "
+                f"{len(arr.values)} are stored",
+                column=column,
+            )
         child = arr.values.slice(arr.offset * k, n * k)
         _check_arrow_numeric(child.type, column, is_target)
-        vals = _float_values(to_numpy(child), column, allow_int=is_target).reshape(n, k)
+        vals = _float_values(_child_values(child, column), column, allow_int=is_target).reshape(n, k)
         offs = np.arange(n + 1, dtype=np.int64) * k
         nulls = _merge(_null_mask(arr), _rows_with_null_values(child, offs, n))
         return Dense(vals), nulls
@@ -157,21 +227,20 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
         offs = to_numpy(arr.offsets)
         child = arr.values
         _check_arrow_numeric(child.type, column, is_target)
-        vals = _float_values(to_numpy(child), column, allow_int=is_target)
+        vals = _float_values(_child_values(child, column), column, allow_int=is_target)
+        check_offsets(offs, vals.shape[0], column)
         nulls = _merge(_null_mask(arr), _rows_with_null_values(child, offs, n))
         return Ragged(vals, offs), nulls
+    if not is_target and _is_scalar_number(t):
+        return Scalar(_scalar_values(arr, column)), _null_mask(arr)
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        if not is_target:
-            raise InvalidInputError(
-                f"pred must be a list of class scores per row, got a 1-D {t} array", column=column
-            )
-        return to_numpy(arr).astype(np.int64, copy=False), _null_mask(arr)
+        return index_labels(to_numpy(arr), column), _null_mask(arr)
     if pa.types.is_dictionary(t):
         return _from_arrow(arr.cast(t.value_type), column, is_target=is_target)
     kind = "pred" if not is_target else "target"
     raise InvalidInputError(
         f"{kind} must be a list/fixed-size-list of numbers"
-        + (" or integer class indices" if is_target else "")
+        + (" or integer class indices" if is_target else " or one number per row (a binary prediction)")
         + f", got Arrow type {t}",
         column=column,
     )
@@ -183,17 +252,110 @@ def _check_arrow_numeric(t, column, is_target):
         raise InvalidInputError(f"list values must be numeric, got Arrow type {t}", column=column)
 
 
-def as_rows(obj, column: str, *, is_target: bool):
-    """Turn ``pred`` or ``target`` into ``(layout, null_mask)``.
+ACCEPTED = (
+    "NumPy arrays (or nested lists of numbers), pyarrow Array/ChunkedArray, pandas Series "
+    "(numeric, lists, or ArrowDtype), polars Series and CPU torch tensors"
+)
+_INT64_MAX = np.iinfo(np.int64).max
 
-    ``layout`` is ``Dense``, ``Ragged`` or (targets only) a 1-D int64 index array.
-    ``obj`` is a NumPy array (or anything ``np.asarray`` takes) or a single Arrow array
-    (the caller splits a ``ChunkedArray``).
-    """
+
+def coerce(obj):
+    """pandas / polars Series and torch tensors as NumPy or Arrow (zero-copy where they allow);
+    NumPy, Arrow, lists and other array-likes unchanged; anything else is refused."""
+    if isinstance(obj, (np.ndarray, pa.Array, pa.ChunkedArray, list, tuple)):
+        return obj
+    lib = type(obj).__module__.split(".")[0]
+    if lib == "torch" and hasattr(obj, "detach"):
+        t = obj.detach()  # a tensor that requires grad: the same memory, no graph
+        if t.device.type != "cpu":
+            raise InvalidInputError(f"a torch tensor on {t.device} cannot be read here; move it to the CPU or CUDA")
+        if str(t.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: widened (exactly) to float32
+            t = t.float()
+        return t.resolve_conj().resolve_neg().numpy()
+    if lib == "polars" and hasattr(obj, "to_arrow"):
+        return obj.to_arrow()
+    if lib == "pandas" and hasattr(obj, "dtype"):
+        if type(obj.dtype).__name__ == "ArrowDtype" or obj.dtype == object:
+            try:
+                return pa.array(obj)  # lists (``table.to_pandas()``) become an Arrow list array
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise InvalidInputError(f"cannot read this pandas Series as numbers ({exc})") from None
+        return obj.to_numpy()
+    if hasattr(obj, "__array__") or hasattr(obj, "__array_interface__") or isinstance(obj, (memoryview, range)):
+        return obj
+    raise InvalidInputError(f"cannot read a {type(obj).__module__}.{type(obj).__name__}; accepted: {ACCEPTED}")
+
+
+def index_labels(arr: np.ndarray, column: str) -> np.ndarray:
+    """Integer (or boolean) class indices as int64; uint64 values past int64 are refused,
+    never wrapped to negative numbers."""
+    arr = _native(arr)
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > _INT64_MAX:
+        i = int(np.argmax(arr > _INT64_MAX))
+        raise InvalidInputError(
+            f"label {int(arr[i])} does not fit a signed 64-bit class index", row=i, column=column
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+def _is_scalar_number(t) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
+
+
+def _scalar_values(arr: pa.Array, column: str) -> np.ndarray:
+    """A numeric Arrow array as 1-D float values (floats as stored, no copy without nulls;
+    integers and decimals read as float64)."""
+    if pa.types.is_decimal(arr.type):
+        arr = arr.cast(pa.float64())
+    return _float_values(to_numpy(arr), column, allow_int=False)
+
+
+def as_labels(obj, column: str):
+    """The label of a scalar (binary) prediction: ``(1-D array, null_mask)``, one number per
+    row: 0/1 integers (any width), booleans (viewed as uint8) or soft labels in [0, 1]
+    (float16 widened to float32). Values are checked by the kernel, not here."""
     if isinstance(obj, pa.ChunkedArray):
         obj = obj.combine_chunks()
     if isinstance(obj, pa.Array):
-        return _from_arrow(obj, column, is_target=is_target)
+        t = obj.type
+        if pa.types.is_dictionary(t):
+            return as_labels(obj.cast(t.value_type), column)
+        if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t):
+            return _label_values(to_numpy(obj), column), _null_mask(obj)
+        if pa.types.is_decimal(t):
+            return to_numpy(obj.cast(pa.float64())), _null_mask(obj)
+        raise InvalidInputError(
+            "with one prediction per row the label must be one number per row (0/1, bool, or a "
+            f"soft label in [0, 1]), got Arrow type {t}",
+            column=column,
+        )
+    arr = _numpy(obj, column)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise InvalidInputError(
+            f"with one prediction per row the label must be 1-D (N,), got shape {arr.shape}",
+            column=column,
+        )
+    return _label_values(arr, column), None
+
+
+def _label_values(arr: np.ndarray, column: str) -> np.ndarray:
+    """Canonical binary labels, so that a handful of kernel signatures cover every input:
+    uint8 (booleans viewed, no copy), int64 (other integers), float32 or float64 (soft)."""
+    arr = np.ascontiguousarray(_native(arr))
+    if arr.dtype.kind == "b":
+        return arr.view(np.uint8)
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iu" and arr.dtype not in (np.uint8, np.int64):
+        return index_labels(arr, column)
+    if arr.dtype.kind not in "fiu":
+        raise InvalidInputError(f"labels must be numeric, got dtype {arr.dtype}", column=column)
+    return arr
+
+
+def _numpy(obj, column):
     try:
         arr = np.asarray(obj)
     except (TypeError, ValueError) as exc:  # e.g. ragged Python lists
@@ -201,8 +363,27 @@ def as_rows(obj, column: str, *, is_target: bool):
             f"cannot read as a numeric array ({exc}); pass an (N, C) array or an Arrow list array",
             column=column,
         ) from None
+    arr = _native(arr)
     if arr.dtype.kind not in "fiub":
-        raise InvalidInputError(f"values must be numeric, got dtype {arr.dtype}", column=column)
+        raise InvalidInputError(
+            f"values must be numeric, got dtype {arr.dtype}; accepted: {ACCEPTED}", column=column
+        )
+    return arr
+
+
+def as_rows(obj, column: str, *, is_target: bool):
+    """Turn ``pred`` or ``target`` into ``(layout, null_mask)``.
+
+    ``layout`` is ``Dense``, ``Ragged``, ``Scalar`` (a 1-D prediction: one number per row)
+    or (targets only) a 1-D int64 index array. ``obj`` is a NumPy array (or anything
+    ``np.asarray`` takes) or a single Arrow array (the caller splits a ``ChunkedArray``).
+    """
+    if isinstance(obj, pa.ChunkedArray):
+        check_lists(obj, column)
+        obj = obj.combine_chunks()
+    if isinstance(obj, pa.Array):
+        return _from_arrow(obj, column, is_target=is_target)
+    arr = _numpy(obj, column)
     if arr.ndim == 2:
         return Dense(_float_values(arr, column, allow_int=is_target)), None
     if arr.ndim == 1 and is_target:
@@ -212,14 +393,10 @@ def as_rows(obj, column: str, *, is_target: bool):
                 " (pass dense targets as an (N, C) array)",
                 column=column,
             )
-        return arr.astype(np.int64, copy=False), None
+        return index_labels(arr, column), None
     if arr.ndim == 1:
-        raise InvalidInputError(
-            f"pred must be 2-D (N, C), got shape {arr.shape}; for one score per row use "
-            "pred.reshape(-1, 1)",
-            column=column,
-        )
-    raise InvalidInputError(f"expected a 2-D (N, C) array, got shape {arr.shape}", column=column)
+        return Scalar(np.ascontiguousarray(_float_values(arr, column, allow_int=False))), None
+    raise InvalidInputError(f"expected a 1-D (N,) or 2-D (N, C) array, got shape {arr.shape}", column=column)
 
 
 def aligned_slices(pred, target):

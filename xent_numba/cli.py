@@ -80,6 +80,14 @@ def _number(text: str, option: str) -> float:
         fail(f"{option} must be a number (or 'e'), got {text!r}")
 
 
+def _log_base(text: str) -> float:
+    """``--log-base`` as a number, refused under the option's own name (not the API keyword)."""
+    base = _number(text, "--log-base")
+    if not (math.isfinite(base) and base > 0 and base != 1):
+        fail(f"--log-base must be a finite number > 0 and != 1 (e, 2, 10, ...), got {text!r}")
+    return base
+
+
 def _weights(text: str | None, option: str):
     """``"2.5"`` -> 2.5, ``"1,2,0.5"`` -> (1.0, 2.0, 0.5)."""
     if text is None:
@@ -102,7 +110,7 @@ def _eps(text: str):
 @app.command()
 def score(
     inputs: Annotated[list[str], typer.Argument(help="Parquet or Arrow IPC/Feather files, directories of them, or globs.", show_default=False)],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output file (.parquet, .csv, .jsonl/.ndjson, .arrow/.feather); a directory with --engine dask.", show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file (.parquet, .csv, .jsonl/.ndjson, .arrow/.feather), - for standard output (with --format csv or jsonl); a directory with --engine dask. Never an input.", show_default=False)],
     loss: Annotated[Loss, typer.Option(help="cce: one exclusive choice per row; bce: C independent yes/no questions; both.")] = Loss("cce"),
     pred: Annotated[str, typer.Option(help="Prediction column (list of class scores), or a glob such as 'p_*' of scalar columns, one per class.")] = "pred",
     label: Annotated[str, typer.Option(help="Label column: integer class indices, or lists (or a glob of scalar columns) in the layout of --pred.")] = "label",
@@ -119,10 +127,10 @@ def score(
     threads: Annotated[int | None, typer.Option(help="CPU threads for the kernels and the Parquet decoder (default: all cores, or NUMBA_NUM_THREADS).", show_default=False, min=1)] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 8 MB of decoded input).", show_default=False, min=1)] = None,
     on_invalid: Annotated[OnInvalid, typer.Option(help="error: stop at the first invalid row; null: give it a null score and count it.")] = OnInvalid("error"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT (and --summary-json) if it exists; an input is never replaced.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: from OUTPUT's extension).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notes; errors only.")] = False,
-    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path.", show_default=False)] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path (checked before the run, like OUTPUT).", show_default=False)] = None,
     engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba\\[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes, one thread each (default: one in-process worker with a thread per core).", show_default=False, min=1)] = None,
@@ -135,9 +143,10 @@ def score(
 
     The output has the --keep columns, then cce and/or bce. It is written to a temporary
     file and renamed when every row is scored: a failed run leaves no output. Exit codes:
-    0 done, 2 bad usage or bad input, 1 anything unexpected, 130 interrupted.
+    0 done, 2 bad usage, bad input or an output that may not be written, 1 anything
+    unexpected, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
     """
-    from . import backend, pipeline
+    from . import backend, io, pipeline
     from .errors import InvalidInputError
 
     loss, bce_reduce, device, on_invalid, engine = (
@@ -145,7 +154,14 @@ def score(
     )
     fmt = fmt.value if fmt is not None else None
     started = time.perf_counter()
+    # the tables go to stderr when the scores go to stdout (a pipe must get the scores only)
+    console = err_console if _is_stdout(output) else out_console
     try:
+        if summary_json is not None:  # checked before the run, by the rules of OUTPUT
+            if os.path.abspath(str(summary_json)) == os.path.abspath(output) and not io.is_stdout(output):
+                fail(f"--summary-json {summary_json} is OUTPUT; give it another name")
+            files = io.expand_inputs(inputs, io.PARQUET_EXT if engine == "dask" else io.INPUT_EXT)
+            io.check_output(summary_json, files, given=inputs, overwrite=overwrite, what="--summary-json")
         if device != "cpu":
             with warnings.catch_warnings():  # the CLI says which device it chose, below
                 warnings.simplefilter("ignore")
@@ -158,7 +174,7 @@ def score(
             device = chosen
         opts = pipeline.ScoreOptions(
             loss=loss, pred=pred, label=label, from_logits=from_logits,
-            log_base=_number(log_base, "--log-base"), eps=_eps(eps), label_smoothing=label_smoothing,
+            log_base=_log_base(log_base), eps=_eps(eps), label_smoothing=label_smoothing,
             class_weight=_weights(class_weight, "--class-weight"), pos_weight=_weights(pos_weight, "--pos-weight"),
             ignore_index=ignore_index, bce_reduce=bce_reduce, keep=tuple(keep or ()), device=device,
             on_invalid=on_invalid,
@@ -176,24 +192,37 @@ def score(
                     inputs, output, opts, batch_rows=batch_rows, threads=threads,
                     on_warning=None if quiet else _warn, **kwargs,
                 )
+        elapsed = time.perf_counter() - started
+        report = summary.to_dict() | {
+            "output": str(output),
+            "wall_seconds": elapsed,
+            "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
+        }
+        if summary_json is not None:
+            io.write_text(summary_json, json.dumps(report, indent=2) + "\n", overwrite)
     except InvalidInputError as e:
         fail(str(e), 2)
     except typer.Exit:
         raise
+    except io.Interrupted as e:
+        err_console.print("[bold red]Interrupted.[/]")
+        raise typer.Exit(e.exit_code) from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # a bug or an environment problem: one line, exit 1
         fail(f"unexpected error: {type(e).__name__}: {e}", 1)
-    elapsed = time.perf_counter() - started
-    report = summary.to_dict() | {
-        "output": str(output),
-        "wall_seconds": elapsed,
-        "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
-    }
-    if summary_json is not None:
-        summary_json.write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
-        show_summary(summary, elapsed, output)
+        show_summary(summary, elapsed, output, console)
+
+
+def _is_stdout(output: str) -> bool:
+    """OUTPUT is standard output: ``-``, or a name of it such as /dev/stdout."""
+    if output == "-":
+        return True
+    try:
+        return os.path.realpath(output) == os.path.realpath("/dev/stdout") or os.path.samefile(output, "/dev/stdout")
+    except OSError:
+        return False
 
 
 def _warn(message: str) -> None:
@@ -262,9 +291,11 @@ def _progress(quiet: bool):
     return _NoProgress() if quiet or not err_console.is_terminal else _Progress()
 
 
-def show_summary(summary, elapsed: float, output) -> None:
+def show_summary(summary, elapsed: float, output, console=None) -> None:
     """The end-of-run table (shared by the local and the Dask engines)."""
     from rich.table import Table
+
+    out_console = console or globals()["out_console"]
 
     d = summary.to_dict()
     table = Table(title=f"xent score -> {output}", title_justify="left")
@@ -411,11 +442,17 @@ def main() -> None:
     # a run on two cores). Read by the OpenMP runtime when the first kernel starts; a
     # value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .io import ignore_signals, install_signal_handlers
+
+    # SIGTERM and SIGHUP stop a run like Ctrl-C: temporary files removed, exit 143 / 129
+    install_signal_handlers()
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         err_console.print("[bold red]Interrupted.[/]")
-        sys.exit(130)
+        sys.exit(getattr(e, "exit_code", 130))
+    finally:
+        ignore_signals()
 
 
 if __name__ == "__main__":

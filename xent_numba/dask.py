@@ -6,8 +6,10 @@ kernels and checks as the local engine) through ``map_partitions``, and each par
 writes one part file of a Parquet dataset. Partition summaries (exact counts and sums,
 mergeable log-binned quantile sketches, see ``xent_numba.summary``) are merged on the client.
 
-The output directory is written under a temporary name beside the target and renamed only
-when every partition succeeded; on any error it is removed.
+The output directory is written under a temporary name beside the target (in a folder that
+must exist: nothing else is created) and renamed only when every partition succeeded; on
+any error or signal it is removed. ``--overwrite`` replaces only a directory that holds
+nothing but part files (``io.check_output``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 
 from . import io
 from .errors import InvalidInputError
-from .pipeline import ScoreOptions, resolve_columns, score_batch
+from .pipeline import ScoreOptions, conform, plan_inputs, resolve_columns, score_batch
 from .summary import Summary
 
 _SUMMARY_META = pd.DataFrame({"rows": pd.Series([], dtype="int64"), "summary": pd.Series([], dtype=object)})
@@ -101,23 +102,24 @@ def _score_frame(df, opts, cols, out_type, partition_info=None):
 # ---- the CLI engine ---------------------------------------------------------------------
 
 
-def _plan(files):
-    """``[(file, global_row_offset)]`` per row group, from the Parquet footers, and the schema."""
-    plan, offset, schema = [], 0, None
+def _plan(files, opts):
+    """``[(file, global_row_offset)]`` per row group, from the Parquet footers; the columns
+    and the one schema every partition is cast to (``pipeline.plan_inputs``); the row count."""
+    plan, offset, schemas = [], 0, []
     for f in files:
         try:
             meta = pq.ParquetFile(f).metadata
+            schemas.append((f, meta.schema.to_arrow_schema()))
         except Exception as exc:  # corrupt, truncated or not Parquet
             raise InvalidInputError(f"cannot read Parquet ({exc})", source=f) from None
-        if schema is None:
-            schema = meta.schema.to_arrow_schema()
         for rg in range(meta.num_row_groups):
             plan.append((f, offset))
             offset += meta.row_group(rg).num_rows
-    return plan, schema, offset
+    cols, schema = plan_inputs(schemas, opts)
+    return plan, cols, schema, offset
 
 
-def _score_and_write(df, opts, cols, plan, tmpdir, threads, partition_info=None):
+def _score_and_write(df, opts, cols, schema, plan, tmpdir, threads, partition_info=None):
     """Score one partition, write its part file, return a one-row frame with its summary."""
     import numba
 
@@ -127,9 +129,12 @@ def _score_and_write(df, opts, cols, plan, tmpdir, threads, partition_info=None)
     source, offset = plan[number] if number < len(plan) else (None, 0)
     summary = Summary()
     try:
-        batch = score_batch(_arrow(df), opts, cols, row_offset=offset, summary=summary)
+        table = conform(_arrow(df).select(list(schema.names)), schema)
+        batch = score_batch(table, opts, cols, row_offset=offset, summary=summary)
     except InvalidInputError as e:
         raise e.moved(source=source) from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InvalidInputError(f"cannot read this partition as the dataset's schema ({exc})", source=source) from None
     pq.write_table(pa.Table.from_batches([batch]), os.path.join(tmpdir, f"part.{number:05d}.parquet"))
     return pd.DataFrame({"rows": [len(df)], "summary": [pickle.dumps(summary)]})
 
@@ -180,33 +185,58 @@ def score_files(
     if fmt not in (None, "parquet"):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
     out = Path(output)
-    if out.exists() and not overwrite:
-        raise InvalidInputError(f"{output} exists; pass --overwrite to replace it")
     files = io.expand_inputs(inputs, io.PARQUET_EXT)
-    plan, schema, total = _plan(files)
-    cols = resolve_columns(schema, opts)
+    io.check_output(output, files, given=inputs, overwrite=overwrite, directory=True)
+    if io.is_stdout(output) or io.is_special(output):
+        raise InvalidInputError("--engine dask writes a Parquet dataset directory; OUTPUT must be a folder name")
+    plan, cols, schema, total = _plan(files, opts)
     if on_start:
         on_start(total)
-    tmpdir = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmpdir.mkdir(parents=True)
+    # beside the target, in a folder that exists (check_output): nothing is created
+    # outside the temporary folder before the run succeeds
+    tmpdir = io.temp_name(out)
+    try:
+        with io.deferred_signals():  # a signal now is raised below, inside the ``try``
+            tmpdir.mkdir()
+    except OSError as exc:
+        raise InvalidInputError(f"{output}: cannot create the output in {out.parent} ({exc.strerror or exc})") from None
     summary = Summary()
     try:
+        io.check_interrupted()
         if total == 0:
-            empty = pa.schema([schema.field(c) for c in cols.needed]).empty_table()
-            batch = score_batch(empty, opts, cols, summary=summary)
+            batch = score_batch(schema.empty_table(), opts, cols, summary=summary)
             pq.write_table(pa.Table.from_batches([batch]), tmpdir / "part.00000.parquet")
         else:
-            summary = _run(dd, distributed, files, plan, cols, opts, str(tmpdir), scheduler, workers, on_progress)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmpdir, out)
+            summary = _run(dd, distributed, files, plan, cols, schema, opts, str(tmpdir), scheduler, workers, on_progress)
+        with io.deferred_signals():
+            io.check_interrupted()
+            _commit(tmpdir, out, overwrite)
+            io.output_in_place()
     except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        with io.deferred_signals():
+            shutil.rmtree(tmpdir, ignore_errors=True)
         raise
     return summary
 
 
-def _run(dd, distributed, files, plan, cols, opts, tmpdir, scheduler, workers, on_progress):
+def _commit(tmpdir: Path, out: Path, overwrite: bool) -> None:
+    """The finished dataset renamed into place. An old output (``--overwrite``; only one
+    that ``io.check_output`` let through) is moved aside first and removed after, so it is
+    kept if the rename fails."""
+    if not (overwrite and os.path.lexists(out)):
+        io.rename_into_place(tmpdir, out, overwrite=False)
+        return
+    old = io.temp_name(out)
+    os.rename(out, old)
+    try:
+        io.rename_into_place(tmpdir, out, overwrite=False)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _run(dd, distributed, files, plan, cols, schema, opts, tmpdir, scheduler, workers, on_progress):
     ddf = dd.read_parquet(files, columns=cols.needed, split_row_groups=True, dtype_backend="pyarrow")
     if ddf.npartitions != len(plan):  # one partition per row group is what the plan assumes
         raise RuntimeError(f"expected {len(plan)} partitions, Dask made {ddf.npartitions}")
@@ -216,7 +246,7 @@ def _run(dd, distributed, files, plan, cols, opts, tmpdir, scheduler, workers, o
         slots = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
         threads = max(1, (os.cpu_count() or 1) // max(slots, 1)) if cluster is not None else None
         parts = ddf.map_partitions(
-            _score_and_write, opts, cols, plan, tmpdir, threads, meta=_SUMMARY_META, align_dataframes=False
+            _score_and_write, opts, cols, schema, plan, tmpdir, threads, meta=_SUMMARY_META, align_dataframes=False
         )
         futures = client.compute(parts.to_delayed())
         summary = Summary()

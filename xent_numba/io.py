@@ -3,11 +3,18 @@ Feather) and atomic writers (Parquet, CSV, JSON lines, Arrow IPC / Feather)."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import glob
 import json
 import math
 import os
+import signal
+import stat
+import sys
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,7 +42,9 @@ FORMAT_CHOICES = ("parquet", "csv", "jsonl", "arrow")
 
 def expand_inputs(inputs, extensions=INPUT_EXT) -> list[str]:
     """Files named by INPUT arguments, in the order given: files as they are, directories
-    as their data files (recursively, sorted), globs as their sorted matches."""
+    as their data files (recursively, sorted), globs as their sorted matches. A path that
+    exists is always taken literally (a file named ``a[1].parquet`` is that file); only a
+    name that does not exist is expanded as a glob."""
     files: list[str] = []
     for item in inputs:
         item = str(item)
@@ -47,15 +56,15 @@ def expand_inputs(inputs, extensions=INPUT_EXT) -> list[str]:
             if not found:
                 raise InvalidInputError(f"{item}: directory holds no {'/'.join(extensions)} files")
             files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        elif os.path.exists(item):
+            raise InvalidInputError(f"{item}: not a regular file")
         elif any(ch in item for ch in "*?["):
             found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not found:
                 raise InvalidInputError(f"{item}: no file matches this pattern")
             files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        elif os.path.exists(item):
-            raise InvalidInputError(f"{item}: not a regular file")
         else:
             raise InvalidInputError(f"{item}: no such file or directory")
     if not files:
@@ -122,9 +131,15 @@ class Source:
 
 
 def output_format(path: str, fmt: str | None) -> str:
+    """The output format: ``fmt``, else from the extension; standard output (``-``) takes
+    the text formats only, named with ``--format csv|jsonl``."""
+    if fmt and fmt not in FORMAT_CHOICES:
+        raise InvalidInputError(f"--format must be one of {', '.join(FORMAT_CHOICES)}; got {fmt!r}")
+    if path == "-":
+        if fmt not in ("csv", "jsonl"):
+            raise InvalidInputError("-o - writes to standard output: name the format with --format csv or --format jsonl")
+        return fmt
     if fmt:
-        if fmt not in FORMAT_CHOICES:
-            raise InvalidInputError(f"--format must be one of {', '.join(FORMAT_CHOICES)}; got {fmt!r}")
         return fmt
     ext = Path(path).suffix.lower()
     if ext not in FORMATS:
@@ -136,15 +151,19 @@ def output_format(path: str, fmt: str | None) -> str:
 
 
 class _JsonLines:
+    """JSON Lines, one object per row. NaN and null are ``null``; +-inf are the bare tokens
+    ``Infinity`` / ``-Infinity`` (as Python's ``json`` writes them), which ``xent report``,
+    ``pyarrow.json``, pandas and Python's ``json`` read back as floats."""
+
     def __init__(self, f):
         self._f = f
 
-    def write(self, batch: pa.RecordBatch) -> None:
+    def write_table(self, table: pa.Table) -> None:
         lines = []
-        for row in batch.to_pylist():
+        for row in table.to_pylist():
             for k, v in row.items():
-                if isinstance(v, float) and not math.isfinite(v):
-                    row[k] = None if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+                if isinstance(v, float) and math.isnan(v):
+                    row[k] = None
             lines.append(json.dumps(row, default=str))
         if lines:
             self._f.write(("\n".join(lines) + "\n").encode())
@@ -153,59 +172,414 @@ class _JsonLines:
         pass
 
 
+class _Csv:
+    """CSV with a header row. A null is an empty field; in a one-column file, where an empty
+    field is an empty line that CSV readers skip (the rows would shift), it is ``""``, which
+    pyarrow, pandas and Python's ``csv`` read as a missing value."""
+
+    def __init__(self, f, schema: pa.Schema):
+        self._f = f
+        self._schema = schema
+        self._header = True
+        self._one_column = len(schema) == 1
+
+    def write_table(self, table: pa.Table) -> None:
+        options = pacsv.WriteOptions(include_header=self._header)
+        self._header = False
+        if not (self._one_column and table.column(0).null_count):
+            pacsv.write_csv(table, self._f, options)
+            return
+        buf = pa.BufferOutputStream()
+        pacsv.write_csv(table, buf, options)
+        lines = buf.getvalue().to_pybytes().split(b"\n")
+        body = [line or b'""' for line in lines[:-1]]
+        if options.include_header:
+            body[0] = lines[0]
+        self._f.write(b"\n".join(body) + b"\n")
+
+    def close(self) -> None:
+        if self._header:  # no rows: the header alone
+            self.write_table(self._schema.empty_table())
+
+
 def _is_number(t) -> bool:
     return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
 
 
+def csv_unwritable(schema: pa.Schema) -> str | None:
+    """The first column of ``schema`` that CSV cannot hold (lists, structs, ...), or None."""
+    for field in schema:
+        try:
+            pacsv.write_csv(pa.schema([field]).empty_table(), pa.BufferOutputStream())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            return field.name
+    return None
+
+
+# ---- where the output goes: checks made before any work, atomic commit -------------------
+
+STDOUT = "-"
+# a Dask output directory may be replaced (--overwrite) only when it holds nothing else
+_DATASET_FILES = ("_metadata", "_common_metadata")
+
+
+def is_stdout(path) -> bool:
+    return str(path) == STDOUT
+
+
+def is_special(path) -> bool:
+    """An existing path that is not a regular file or a directory (a pipe, a terminal, a
+    character device), or one under /dev or /proc (``/dev/stdout``, or a symlink into them):
+    written in place, never renamed over."""
+    path = os.path.abspath(str(path))
+    for _ in range(40):  # every hop of a symlink chain: a link to /proc/self/fd/1 is stdout
+        if path.startswith(("/dev/", "/proc/")):
+            return True
+        if not os.path.islink(path):
+            break
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _inside(child: str, parent: str) -> bool:
+    """``child`` is ``parent`` or lies under it (both resolved paths)."""
+    try:
+        return os.path.commonpath([child, parent]) == parent
+    except ValueError:
+        return False
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def looks_like_dataset(path) -> bool:
+    """A directory this tool may replace: empty, or only Parquet part files
+    (``part.*.parquet``) and ``_metadata`` / ``_common_metadata``, as ``--engine dask`` writes."""
+    for entry in os.scandir(path):
+        ours = entry.name in _DATASET_FILES or (entry.name.startswith("part.") and entry.name.endswith(".parquet"))
+        if not ours or not entry.is_file(follow_symlinks=False):
+            return False
+    return True
+
+
+def check_output(path, files, *, given=(), overwrite: bool = False, what: str = "OUTPUT",
+                 directory: bool = False) -> None:
+    """Refuse, before any work, an output path that would destroy what the user did not ask
+    to replace: one that is (by name, symlink or hard link), contains, or lies inside an
+    input (``files``: the input files; ``given``: the INPUT arguments, directories among
+    them) -- even with ``overwrite`` --, an existing path without ``overwrite``, a directory
+    (``directory``: a Dask dataset directory that holds anything but part files), a missing
+    or unwritable folder. Standard output (``-``) and special files are always allowed."""
+    path = str(path)
+    if is_stdout(path) or is_special(path):
+        return
+    real = os.path.realpath(path)
+    for f in files:
+        if os.path.realpath(f) == real or _same_file(f, path):
+            raise InvalidInputError(f"{what} {path} is the input file {f}; it is never replaced, even with --overwrite")
+        if _inside(os.path.realpath(f), real):
+            raise InvalidInputError(f"{what} {path} contains the input file {f}; it is never replaced, even with --overwrite")
+    for g in given:
+        g = str(g)
+        if os.path.isdir(g) and _inside(real, os.path.realpath(g)):
+            raise InvalidInputError(f"{what} {path} lies inside the input directory {g}; write it elsewhere")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise InvalidInputError(f"{what} {path} exists; pass --overwrite to replace it")
+        if os.path.isdir(path):
+            if not directory:
+                raise InvalidInputError(f"{what} {path} is a directory")
+            if not looks_like_dataset(path):
+                raise InvalidInputError(
+                    f"{what} {path} is a directory that holds more than the part files xent score "
+                    "writes; it is not replaced, even with --overwrite (remove it yourself or choose another name)"
+                )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InvalidInputError(f"{what} {path}: output directory does not exist ({parent})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"{what} {path}: output directory is not writable ({parent})")
+
+
+def temp_name(path) -> Path:
+    """The temporary name beside ``path`` that a run writes to before the final rename."""
+    path = Path(path)
+    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2(src: str, dst: str) -> bool:
+    """Linux ``renameat2(RENAME_NOREPLACE)``: True when done, False when unavailable here;
+    ``FileExistsError`` when ``dst`` exists."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EEXIST, errno.ENOTEMPTY):
+        raise FileExistsError(err, os.strerror(err), dst)
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+def rename_into_place(tmp, path, overwrite: bool) -> None:
+    """``tmp`` renamed to ``path``. Without ``overwrite`` a ``path`` that appeared meanwhile
+    (another run) is never replaced: ``InvalidInputError``, ``tmp`` left for the caller."""
+    tmp, path = str(tmp), str(path)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        if not _renameat2(tmp, path):
+            if os.path.isdir(tmp):  # no atomic way left: the check and the rename race
+                if os.path.lexists(path):
+                    raise FileExistsError(errno.EEXIST, "exists", path)
+                os.rename(tmp, path)
+            else:
+                os.link(tmp, path)  # fails when path exists
+                os.unlink(tmp)
+    except FileExistsError:
+        raise InvalidInputError(
+            f"{path} appeared while this run was writing it (another run?); it is left as it is "
+            "and this run's output is discarded"
+        ) from None
+
+
+def write_error(path, exc: OSError) -> InvalidInputError:
+    """An OSError met while writing ``path``, as one clear line."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
+        return InvalidInputError(f"{path}: disk full while writing the output; the partial file was removed")
+    return InvalidInputError(f"{path}: cannot write the output ({exc.strerror or exc})")
+
+
+def write_text(path, text: str, overwrite: bool) -> None:
+    """``text`` written atomically to ``path`` (a temporary file renamed into place), or to
+    standard output / a special file in place."""
+    if is_stdout(path):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    if is_special(path):
+        with open(path, "a") as f:
+            f.write(text)
+        return
+    tmp = temp_name(path)
+    try:
+        with deferred_signals():
+            tmp.write_text(text)
+            rename_into_place(tmp, path, overwrite)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# Scored batches are gathered until this many rows or bytes before they are written: the
+# output's row groups (Parquet) or record batches (Arrow) keep a sane size whatever the
+# scoring batch (``--batch-rows 1`` would otherwise write a row group per row).
+WRITE_ROWS = 65536
+WRITE_BYTES = 8 << 20
+_PENDING_BATCHES = 256
+
+
 class AtomicWriter:
-    """Writes record batches to a temporary file beside ``path``; ``commit`` renames it into
-    place, ``abort`` removes it. A failed or interrupted run leaves nothing behind."""
+    """Writes record batches to a temporary file beside ``path`` (created at once, so an
+    unwritable folder fails before any work); ``commit`` renames it into place, ``abort``
+    removes it. A failed or interrupted run leaves nothing behind. Standard output (``-``)
+    and special files (``/dev/stdout``, a pipe) are written in place instead. Call
+    ``check_output`` first."""
 
     def __init__(self, path: str, fmt: str, overwrite: bool):
         self.path = Path(path)
         self.fmt = fmt
-        if self.path.exists() and not overwrite:
-            raise InvalidInputError(f"{path} exists; pass --overwrite to replace it")
-        if self.path.is_dir():
-            raise InvalidInputError(f"{path} is a directory")
-        if not self.path.parent.exists():
-            raise InvalidInputError(f"{self.path.parent}: output directory does not exist")
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-        self._file = None
+        self.overwrite = overwrite
+        self.tmp = None
         self._writer = None
+        self._pending: list = []
+        self._rows = self._bytes = 0
+        if is_stdout(path):
+            self._file = sys.stdout.buffer
+            self._owned = False
+        elif is_special(path):
+            try:
+                self._file = open(path, "ab")
+            except OSError as exc:
+                raise write_error(path, exc) from None
+            self._owned = True
+        else:
+            self.tmp = temp_name(path)
+            try:
+                self._file = open(self.tmp, "xb")
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"{path}: cannot create the output in {self.tmp.parent} ({exc.strerror or exc})"
+                ) from None
+            self._owned = True
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
-            self._open(batch.schema)
-        self._writer.write(batch)
+        self._pending.append(batch)
+        self._rows += batch.num_rows
+        self._bytes += batch.nbytes
+        if self._rows >= WRITE_ROWS or self._bytes >= WRITE_BYTES:
+            self._flush(batch.schema)
+        elif len(self._pending) >= _PENDING_BATCHES:  # many tiny batches: one object, not thousands
+            self._pending = [pa.concat_batches(self._pending)]
+
+    def _flush(self, schema: pa.Schema) -> None:
+        try:
+            if self._writer is None:
+                self._open(schema)
+            if self._pending:
+                table = pa.Table.from_batches(self._pending, schema=schema).combine_chunks()
+                self._pending, self._rows, self._bytes = [], 0, 0
+                if self.fmt == "parquet":
+                    self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                else:
+                    self._writer.write_table(table)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def _open(self, schema: pa.Schema) -> None:
-        self._file = open(self.tmp, "wb")
         if self.fmt == "parquet":
             # dictionary encoding only where it pays: on losses and other numbers it hashes
             # every value, to fall back to plain encoding anyway (5x the write time of a loss)
             dictionary = [f.name for f in schema if not _is_number(f.type)]
             self._writer = pq.ParquetWriter(self._file, schema, use_dictionary=dictionary)
         elif self.fmt == "csv":
-            self._writer = pacsv.CSVWriter(self._file, schema)
+            self._writer = _Csv(self._file, schema)
         elif self.fmt == "jsonl":
             self._writer = _JsonLines(self._file)
         else:
             self._writer = pa.ipc.new_file(self._file, schema)
 
     def commit(self, schema: pa.Schema) -> None:
-        if self._writer is None:  # no rows: still a valid, empty file with the columns
-            self._open(schema)
-        self._writer.close()
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        """Write what is pending (an empty file with the columns when there were no rows),
+        then rename the temporary file into place."""
+        self._flush(schema)
+        try:
+            self._writer.close()
+            self._file.flush()
+            if self._owned:
+                self._file.close()
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        with deferred_signals():
+            check_interrupted()  # a signal whose exception was swallowed still stops the run
+            if self.tmp is not None:
+                rename_into_place(self.tmp, self.path, self.overwrite)
+            output_in_place()
 
     def abort(self) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-        except Exception:  # the file is being thrown away
-            pass
-        if self._file is not None:
-            self._file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Remove the temporary file; nothing here raises, a second signal included."""
+        with deferred_signals():
+            try:
+                if self._writer is not None:
+                    self._writer.close()
+            except BaseException:  # the file is being thrown away
+                pass
+            try:
+                if self._owned:
+                    self._file.close()
+            except BaseException:
+                pass
+            finally:
+                if self.tmp is not None:
+                    self.tmp.unlink(missing_ok=True)
+
+
+# ---- signals ----------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP received: raised in the main thread. ``exit_code`` is
+    128 + the signal number (130, 143, 129), the shell's convention."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _SignalState:
+    signum = None  # the first signal received
+    at = 0.0  # when (time.monotonic)
+    deferred = 0  # > 0 while a cleanup or the final rename runs: signals are only recorded
+    done = False  # the output is in place: the run has succeeded, a late signal changes nothing
+
+
+_SIGNALS = _SignalState()
+HANDLED_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+# after a first signal, more within this many seconds are recorded, not raised: a second
+# Ctrl-C must not cut the cleanup (or the exit) short; a run still alive later can be stopped again
+REPEAT_GRACE_S = 5.0
+
+
+def _on_signal(signum, frame) -> None:
+    now = time.monotonic()
+    repeat = _SIGNALS.signum is not None and now - _SIGNALS.at < REPEAT_GRACE_S
+    if _SIGNALS.signum is None:
+        _SIGNALS.signum, _SIGNALS.at = signum, now
+    if not (_SIGNALS.deferred or _SIGNALS.done or repeat):
+        _SIGNALS.at = now
+        raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` in the main thread (the CLI calls
+    this): every run then removes its temporary files on any of them. A signal that lands
+    while a cleanup or the final rename runs, or within ``REPEAT_GRACE_S`` of the first, is
+    recorded, not raised: the cleanup finishes."""
+    _SIGNALS.signum, _SIGNALS.done = None, False
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, _on_signal)
+
+
+def ignore_signals() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP from here on (the CLI calls this on its way out:
+    the run is over and cleaned up; a signal during interpreter shutdown, which restores
+    the default handlers, would otherwise turn the exit code into a death by signal)."""
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextmanager
+def deferred_signals():
+    """Signals received inside are recorded, not raised (cleanup must run to its end)."""
+    _SIGNALS.deferred += 1
+    try:
+        yield
+    finally:
+        _SIGNALS.deferred -= 1
+
+
+def output_in_place() -> None:
+    """Called right after the output was renamed into place (signals deferred): from now
+    on a signal is ignored, the run has succeeded (exit 0 always means a complete output,
+    a signal's exit code never comes with one)."""
+    _SIGNALS.done = True
+
+
+def check_interrupted() -> None:
+    """Raise ``Interrupted`` if a signal was received, even one whose exception was
+    swallowed (e.g. raised inside a finaliser during start-up: "Exception ignored")."""
+    if _SIGNALS.signum is not None:
+        raise Interrupted(_SIGNALS.signum)

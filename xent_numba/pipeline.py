@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import queue
 import threading
 from collections import deque
@@ -49,6 +50,10 @@ class ScoreOptions:
             raise InvalidInputError(f"--loss must be one of {', '.join(LOSS_CHOICES)}; got {self.loss!r}")
         if self.on_invalid not in ON_INVALID_CHOICES:
             raise InvalidInputError(f"--on-invalid must be 'error' or 'null'; got {self.on_invalid!r}")
+        if self.ignore_index is not None and not (
+            isinstance(self.ignore_index, (int, np.integer)) and -(2**63) <= self.ignore_index < 2**63
+        ):
+            raise InvalidInputError(f"--ignore-index must be a 64-bit integer; got {self.ignore_index!r}")
         # the scalar options are checked once, up front, by the same code the API uses
         losses.make_params(
             "cce",
@@ -113,7 +118,15 @@ def resolve_columns(schema: pa.Schema, opts: ScoreOptions) -> Columns:
     names = list(schema.names)
     pred = _match(opts.pred, names, "prediction")
     label = _match(opts.label, names, "label")
-    keep = tuple(_match(k, names, "--keep")[0] for k in opts.keep)
+    # a column kept twice is written once (the first place it was named)
+    keep = tuple(dict.fromkeys(_match(k, names, "--keep")[0] for k in opts.keep))
+    for k in keep:
+        if k in opts.losses:
+            raise InvalidInputError(
+                f"--keep column {k!r} has the name of the loss column this run writes; the output "
+                "cannot hold two columns of one name (rename the input column, or do not keep it)",
+                column=k,
+            )
     for role, cols in (("prediction", pred), ("label", label)):
         if len(cols) > 1:
             bad = [c for c in cols if not _is_number(schema.field(c).type)]
@@ -129,6 +142,81 @@ def _is_number(t) -> bool:
     return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
 
 
+def plan_inputs(schemas, opts: ScoreOptions) -> tuple[Columns, pa.Schema]:
+    """The columns to read, resolved in every input file (``schemas``: ``[(path, schema)]``),
+    and one schema for them that every file's batches are cast to: numbers of one kind
+    widened to the widest (float32 and float64 predictions -> float64, int32 and int64 ids
+    -> int64, also inside lists). Files that disagree otherwise are refused, naming both."""
+    plans = []
+    for path, schema in schemas:
+        try:
+            plans.append(resolve_columns(schema, opts))
+        except InvalidInputError as e:
+            raise e.moved(source=path) from None
+    cols = plans[0]
+    first = schemas[0][0]
+    for (path, _), c in zip(schemas, plans, strict=True):
+        if c != cols:
+            raise InvalidInputError(
+                f"its columns differ from {first}'s ({', '.join(c.pred)} vs {', '.join(cols.pred)})", source=path
+            )
+    fields = []
+    for name in cols.needed:
+        owner, t = first, schemas[0][1].field(name).type
+        for path, schema in schemas[1:]:
+            u = schema.field(name).type
+            w = t if u == t else _wider(t, u)
+            if w is None:
+                raise InvalidInputError(
+                    f"column {name!r} is {t} in {owner} but {u} in {path}; the input files must agree "
+                    "(numbers of one kind are widened, other types must match)",
+                    column=name,
+                )
+            if w != t:
+                owner, t = path, w
+        fields.append(pa.field(name, t))
+    return cols, pa.schema(fields)
+
+
+def _wider(a: pa.DataType, b: pa.DataType):
+    """The type that holds every value of ``a`` and of ``b`` of one kind, or None."""
+    t = pa.types
+    if t.is_null(a) or t.is_null(b):
+        return b if t.is_null(a) else a
+    if t.is_floating(a) and t.is_floating(b):
+        return a if a.bit_width >= b.bit_width else b
+    if t.is_integer(a) and t.is_integer(b):
+        sa, sb = t.is_signed_integer(a), t.is_signed_integer(b)
+        if sa == sb:
+            return a if a.bit_width >= b.bit_width else b
+        signed, unsigned = (a, b) if sa else (b, a)
+        if signed.bit_width > unsigned.bit_width:
+            return signed
+        return {8: pa.int16(), 16: pa.int32(), 32: pa.int64()}.get(unsigned.bit_width)
+    if (t.is_string(a) or t.is_large_string(a)) and (t.is_string(b) or t.is_large_string(b)):
+        return pa.large_string()
+    if (t.is_binary(a) or t.is_large_binary(a)) and (t.is_binary(b) or t.is_large_binary(b)):
+        return pa.large_binary()
+    lists = (t.is_list, t.is_large_list, t.is_fixed_size_list)
+    if any(f(a) for f in lists) and any(f(b) for f in lists):
+        inner = a.value_type if a.value_type == b.value_type else _wider(a.value_type, b.value_type)
+        if inner is None:
+            return None
+        if t.is_fixed_size_list(a) and t.is_fixed_size_list(b):
+            return pa.list_(inner, a.list_size) if a.list_size == b.list_size else pa.list_(inner)
+        return pa.large_list(inner) if t.is_large_list(a) or t.is_large_list(b) else pa.list_(inner)
+    return None
+
+
+def conform(batch, schema: pa.Schema):
+    """``batch`` with its columns cast to their types in ``schema`` (a no-op when they agree)."""
+    names = batch.schema.names
+    target = [schema.field(n).type if n in schema.names else batch.schema.field(n).type for n in names]
+    if all(f.type == u for f, u in zip(batch.schema, target, strict=True)):
+        return batch
+    return batch.cast(pa.schema([pa.field(n, u) for n, u in zip(names, target, strict=True)]))
+
+
 def _column(batch, names: tuple[str, ...]):
     """One column as is, or several scalar columns as a FixedSizeListArray (nulls kept)."""
     if len(names) == 1:
@@ -141,7 +229,11 @@ def _column(batch, names: tuple[str, ...]):
     values = np.empty((n, k), dtype=common.to_pandas_dtype())
     mask = None
     for j, c in enumerate(cols):
-        c = c.cast(common) if c.type != common else c
+        try:
+            c = c.cast(common) if c.type != common else c
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. uint64 past int64
+            raise InvalidInputError(f"cannot read {c.type} as {common} with the other columns ({exc})",
+                                    column=names[j]) from None
         if c.null_count:
             mask = np.zeros((n, k), dtype=bool) if mask is None else mask
             mask[:, j] = arrow.to_numpy(c.is_null())
@@ -207,6 +299,7 @@ DEFAULT_BATCH_BYTES = 8 << 20  # decoded bytes per batch when --batch-rows is no
 READAHEAD_BYTES = 96 << 20  # decoded input the reader may hold ahead of the kernels
 _QUEUE_DEPTH = 2  # scored batches waiting for the writer (small: losses and kept columns)
 _DONE = object()
+_STOPPED = object()
 
 
 def _default_batch_rows(source, cols) -> int:
@@ -257,6 +350,11 @@ class _Budget:
             self.used -= n
             self._cond.notify()
 
+    def wake(self) -> None:
+        """Wake a waiting reader at once (to see its stop flag)."""
+        with self._cond:
+            self._cond.notify_all()
+
 
 class _DeferredSummary:
     """Takes one batch's summary updates from ``score_batch`` and replays them later, in
@@ -305,9 +403,12 @@ def score_files(
     """
     import numba
 
+    if threads is not None and threads < 1:
+        raise InvalidInputError(f"--threads must be >= 1, got {threads}")
+    # more threads than cores only slows the run: a huge --threads is taken as "all cores"
     cores = max(1, min(int(threads or numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS))
     if threads:
-        pa.set_cpu_count(max(1, int(threads)))
+        pa.set_cpu_count(max(1, min(int(threads), os.cpu_count() or 1)))
     # The reader thread keeps one core busy decoding: kernels take the others (on two cores,
     # one kernel thread finishes the run sooner than two that preempt the decoder).
     # ``set_num_threads`` is per calling thread; the caller's setting is restored after.
@@ -319,27 +420,44 @@ def score_files(
         numba.set_num_threads(caller_threads)
 
 
+MAX_BATCH_ROWS = 1 << 24  # a larger --batch-rows is taken as this (memory stays bounded)
+_BATCH_OVERHEAD = 16 << 10  # bytes charged per batch on top of its data: tiny batches are not free
+
+
 def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning) -> Summary:
-    if batch_rows is not None and batch_rows < 1:
-        raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
+    if batch_rows is not None:
+        if batch_rows < 1:
+            raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
+        batch_rows = min(int(batch_rows), MAX_BATCH_ROWS)
     fmt = io.output_format(str(output), fmt)
-    sources = [io.Source(p) for p in io.expand_inputs(inputs)]
-    plans = []
-    for src in sources:
-        try:
-            plans.append(resolve_columns(src.schema, opts))
-        except InvalidInputError as e:
-            raise e.moved(source=src.path) from None
-    cols = plans[0]
-    for src, c in zip(sources, plans, strict=True):
-        if c != cols:
+    files = io.expand_inputs(inputs)
+    io.check_output(output, files, given=inputs, overwrite=overwrite)
+    sources = [io.Source(p) for p in files]
+    cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
+    if fmt == "csv":
+        bad = io.csv_unwritable(pa.schema([schema.field(k) for k in cols.keep]))
+        if bad:
             raise InvalidInputError(
-                f"its columns differ from {sources[0].path}'s ({', '.join(c.pred)} vs {', '.join(cols.pred)})",
-                source=src.path,
+                f"--keep column {bad!r} is {schema.field(bad).type}, which CSV cannot hold; write "
+                "Parquet, Arrow or JSON Lines, or do not keep it",
+                column=bad,
             )
     if on_start:
         on_start(sum(s.num_rows for s in sources))
-    writer = io.AtomicWriter(str(output), fmt, overwrite)
+    with io.deferred_signals():  # a signal now is raised below, inside the ``try``
+        writer = io.AtomicWriter(str(output), fmt, overwrite)
+    try:
+        io.check_interrupted()
+        return _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_warning)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_warning) -> Summary:
+    """Read, score and write every batch through ``writer``, then commit it. On any error
+    or signal every stage is told to stop and joined (each one polls its stop flag, so
+    this takes a fraction of a second) before the exception goes on."""
     summary = Summary()
     budget = _Budget(READAHEAD_BYTES)
     to_score: queue.Queue = queue.Queue()  # bounded by ``budget``
@@ -350,7 +468,10 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
         for src in sources:
             rows = batch_rows or _default_batch_rows(src, cols)
             for batch in src.batches(cols.needed, rows):
-                size = batch.nbytes
+                if stage.stop.is_set():
+                    return
+                batch = conform(batch, schema)
+                size = batch.nbytes + _BATCH_OVERHEAD
                 if not budget.acquire(size, stage):
                     return
                 to_score.put((src, offset, batch, size))
@@ -359,8 +480,8 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
 
     def write(stage):
         while True:
-            item = to_write.get()
-            if item is _DONE:
+            item = _take(to_write, stage)
+            if item is _DONE or item is _STOPPED:
                 return
             scored, part = item
             writer.write(scored)
@@ -417,24 +538,25 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
         while in_flight:
             out_schema = finish()
         _put_checked(to_write, _DONE, writer_thread)
-        writer_thread.join()
+        while writer_thread.is_alive():  # polled: a signal is not held up by the join
+            writer_thread.join(0.1)
         if writer_thread.error:
             raise writer_thread.error
         if out_schema is None:  # no rows at all: an empty file with the output columns
-            empty = pa.schema([sources[0].schema.field(c) for c in cols.needed]).empty_table()
-            out_schema = score_batch(empty, opts, cols).schema
+            out_schema = score_batch(schema.empty_table(), opts, cols).schema
         writer.commit(out_schema)
+    except BaseException:
+        with io.deferred_signals():
+            reader.stop.set()
+            writer_thread.stop.set()
+            budget.wake()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            writer_thread.join(timeout=5)  # it polls its stop flag: returns after its current write
+        raise
+    finally:
         if pool is not None:
             pool.shutdown()
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-        reader.stop.set()
-        writer_thread.stop.set()
-        _drain(to_write)
-        writer_thread.join(timeout=5)
-        writer.abort()
-        raise
     return summary
 
 
@@ -465,6 +587,16 @@ def _get(q: queue.Queue, stage: _Stage):
             raise RuntimeError("the reader stopped without finishing")
 
 
+def _take(q: queue.Queue, stage: _Stage):
+    """Next item for a consumer stage, or ``_STOPPED`` once its stop flag is set."""
+    while not stage.stop.is_set():
+        try:
+            return q.get(timeout=0.05)
+        except queue.Empty:
+            pass
+    return _STOPPED
+
+
 def _put_checked(q: queue.Queue, item, stage: _Stage) -> None:
     """Hand ``item`` to a consumer stage, re-raising its exception if it died."""
     while True:
@@ -475,11 +607,3 @@ def _put_checked(q: queue.Queue, item, stage: _Stage) -> None:
             return
         except queue.Full:
             continue
-
-
-def _drain(q: queue.Queue) -> None:
-    while True:
-        try:
-            q.get_nowait()
-        except queue.Empty:
-            return
