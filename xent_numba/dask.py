@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import io
+from . import io, storage
 from .errors import InvalidInputError
 from .pipeline import ScoreOptions, conform, plan_inputs, resolve_columns, score_batch
 from .summary import Summary
@@ -108,12 +108,14 @@ def _plan(files, opts):
     plan, offset, schemas = [], 0, []
     for f in files:
         try:
-            meta = pq.ParquetFile(f).metadata
-            schemas.append((f, meta.schema.to_arrow_schema()))
+            meta = pq.ParquetFile(storage.open_input(f) if isinstance(f, storage.Location) else f).metadata
+            schemas.append((str(f), meta.schema.to_arrow_schema()))
+        except InvalidInputError:
+            raise
         except Exception as exc:  # corrupt, truncated or not Parquet
-            raise InvalidInputError(f"cannot read Parquet ({exc})", source=f) from None
+            raise InvalidInputError(f"cannot read Parquet ({exc})", source=str(f)) from None
         for rg in range(meta.num_row_groups):
-            plan.append((f, offset))
+            plan.append((str(f), offset))
             offset += meta.row_group(rg).num_rows
     cols, schema = plan_inputs(schemas, opts)
     return plan, cols, schema, offset
@@ -172,6 +174,7 @@ def score_files(
     overwrite: bool = False,
     on_progress=None,
     on_start=None,
+    storage_options: dict | None = None,
     **_ignored,
 ) -> Summary:
     """Score Parquet files into the Parquet dataset directory ``output`` on a Dask cluster.
@@ -179,13 +182,21 @@ def score_files(
     Without ``scheduler`` an embedded ``LocalCluster`` is started and shut down: one
     in-process worker with a thread per core, or ``workers`` single-threaded processes.
     With ``scheduler="tcp://host:port"`` an existing cluster is used (its workers need
-    xent-numba installed and must see the input and output paths).
+    xent-numba installed and must see the input and output paths). Inputs may be URLs
+    (``s3://...``, one store for all of them), read on every worker through the same pyarrow
+    filesystem (``storage_options`` travel with it); the output directory is a local or
+    shared path.
     """
     dd, distributed = _import_dask()
     if fmt not in (None, "parquet"):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
     out = Path(output)
-    files = io.expand_inputs(inputs, io.PARQUET_EXT)
+    if storage.is_url(storage.local_path(str(output))):
+        raise InvalidInputError(
+            f"{output}: --engine dask writes its dataset directory to a local or shared path, not a URL; "
+            "use the local engine (the default) to write to object storage"
+        )
+    files = io.expand_inputs(inputs, io.PARQUET_EXT, storage_options)
     io.check_output(output, files, given=inputs, overwrite=overwrite, directory=True)
     if io.is_stdout(output) or io.is_special(output):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; OUTPUT must be a folder name")
@@ -236,8 +247,23 @@ def _commit(tmpdir: Path, out: Path, overwrite: bool) -> None:
     shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
+def _remote(files):
+    """``(paths, fsspec filesystem)`` for inputs in a store (None for local files): pyarrow's
+    filesystem seen through fsspec, which Dask's Parquet reader takes."""
+    locs = [f for f in files if isinstance(f, storage.Location)]
+    if not locs:
+        return files, None
+    if len(locs) < len(files) or len({loc.key()[:2] for loc in locs}) > 1:
+        raise InvalidInputError("--engine dask reads its inputs from one place: all local, or all in one store")
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    return [loc.path for loc in locs], ArrowFSWrapper(locs[0].fs)
+
+
 def _run(dd, distributed, files, plan, cols, schema, opts, tmpdir, scheduler, workers, on_progress):
-    ddf = dd.read_parquet(files, columns=cols.needed, split_row_groups=True, dtype_backend="pyarrow")
+    files, fs = _remote(files)
+    ddf = dd.read_parquet(files, columns=cols.needed, split_row_groups=True, dtype_backend="pyarrow",
+                          **({"filesystem": fs} if fs is not None else {}))
     if ddf.npartitions != len(plan):  # one partition per row group is what the plan assumes
         raise RuntimeError(f"expected {len(plan)} partitions, Dask made {ddf.npartitions}")
     client, cluster = _cluster(scheduler, workers, distributed)
