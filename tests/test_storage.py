@@ -304,3 +304,26 @@ def test_missing_pieces_are_named_not_raised():
     assert (lg.fs.type_name, lg.path) == ("gcs", "b/k/x.parquet")
     la = storage.resolve("abfs://cont@acct.dfs.core.windows.net/p/x.parquet")
     assert (la.fs.type_name, la.path) == ("abfs", "cont/p/x.parquet")
+
+
+def test_remote_dataset_prefix_rules_and_abort(s3):
+    b = s3.bucket()
+    _put(s3, f"{b}/ds/part.00000.parquet", b"x")
+    _put(s3, f"{b}/other/notes.txt", b"x")
+    _put(s3, f"{b}/obj.parquet", b"x")
+    with pytest.raises(InvalidInputError, match=rf"^s3://{b}/ds: exists; pass --overwrite"):
+        storage.RemoteDataset(f"s3://{b}/ds")
+    with pytest.raises(InvalidInputError, match="holds more than the part files"):
+        storage.RemoteDataset(f"s3://{b}/other", overwrite=True)
+    with pytest.raises(InvalidInputError, match="is an object"):
+        storage.RemoteDataset(f"s3://{b}/obj.parquet")
+    with pytest.raises(InvalidInputError, match="bucket 'no-such-bucket-x' does not exist"):
+        storage.RemoteDataset("s3://no-such-bucket-x/ds")
+    target = storage.RemoteDataset(f"s3://{b}/new")
+    _put(s3, f"{target.tmp}/part.00000.parquet", b"partial")
+    target.abort()
+    assert s3.keys(b) == ["ds/part.00000.parquet", "obj.parquet", "other/notes.txt"]
+    target = storage.RemoteDataset(f"s3://{b}/ds", overwrite=True)
+    _put(s3, f"{target.tmp}/part.00001.parquet", b"new")
+    target.commit()  # the new parts in, the old one that no new part replaced out
+    assert s3.keys(b) == ["ds/part.00001.parquet", "obj.parquet", "other/notes.txt"]

@@ -228,20 +228,38 @@ def test_advise_and_report_take_urls(tmp_path, s3):
     assert not [k for k in s3.keys(b) if ".tmp-" in k]
 
 
-def test_dask_engine_reads_the_bucket_writes_a_local_dataset(tmp_path, s3):
+def test_dask_engine_reads_and_writes_the_bucket(tmp_path, s3):
     pytest.importorskip("distributed")
     b = s3.bucket()
     _parts(tmp_path, s3, b)
+    t = pq.read_table(SAMPLE).sort_by("id")
+    want = ref.cce(t["pred"].to_pylist(), t["label"].to_numpy(), dtype=np.float32)
     res = run("score", f"s3://{b}/run/", "-o", tmp_path / "d", "--engine", "dask", "--keep", "id", "-q")
     assert res.exit_code == 0, res.output
-    got = pq.read_table(tmp_path / "d").sort_by("id")
-    t = pq.read_table(SAMPLE).sort_by("id")
-    ref.assert_close(got["cce"].to_numpy(), ref.cce(t["pred"].to_pylist(), t["label"].to_numpy(), dtype=np.float32), np.float32)
-    _one_line_error(run("score", f"s3://{b}/run/", "-o", f"s3://{b}/d", "--engine", "dask", "-q"),
-                    f"s3://{b}/d", "--engine dask writes its dataset directory to a local or shared path")
+    ref.assert_close(pq.read_table(tmp_path / "d").sort_by("id")["cce"].to_numpy(), want, np.float32)
+    res = run("score", f"s3://{b}/run/", "-o", f"s3://{b}/ds/", "--engine", "dask", "--keep", "id", "-q")
+    assert res.exit_code == 0, res.output
+    parts = [k for k in s3.keys(b) if k.startswith("ds/")]
+    assert parts and all(k.startswith("ds/part.") for k in parts) and not [k for k in s3.keys(b) if ".tmp-" in k]
+    got = pa.concat_tables(pq.read_table(pa.BufferReader(_get(s3, f"{b}/{k}"))) for k in parts).sort_by("id")
+    ref.assert_close(got["cce"].to_numpy(), want, np.float32)
+    _one_line_error(run("score", f"s3://{b}/run/", "-o", f"s3://{b}/ds", "--engine", "dask", "-q"),
+                    f"s3://{b}/ds", "exists; pass --overwrite")
+    assert run("score", f"s3://{b}/run/", "-o", f"s3://{b}/ds", "--engine", "dask", "-q", "--overwrite").exit_code == 0
+    assert sorted(k for k in s3.keys(b) if k.startswith("ds/")) == sorted(parts)
+    _one_line_error(run("score", f"s3://{b}/run/", "-o", f"s3://{b}/run", "--engine", "dask", "-q", "--overwrite"),
+                    "holds the input")
     _one_line_error(run("score", f"s3://{b}/run/", tmp_path / "in", "-o", tmp_path / "e", "--engine", "dask", "-q"),
                     "one place")
-    assert not (tmp_path / "e").exists() and not [k for k in s3.keys(b) if not k.startswith("run/")]
+    assert not (tmp_path / "e").exists()
+    bad = pq.read_table(SAMPLE).slice(0, 50)
+    bad = bad.set_column(2, "label", pa.array([99] * 50))  # class 99 of 10: an invalid row
+    buf = io.BytesIO()
+    pq.write_table(bad, buf)
+    _put(s3, f"{b}/bad/part-9.parquet", buf.getvalue())
+    _one_line_error(run("score", f"s3://{b}/bad/", "-o", f"s3://{b}/ds2", "--engine", "dask", "-q"),
+                    f"s3://{b}/bad/part-9.parquet", "row 0")
+    assert sorted({k.split("/")[0] for k in s3.keys(b)}) == ["bad", "ds", "run"]
 
 
 def test_csv_output_reads_back_as_the_local_one(tmp_path, s3):

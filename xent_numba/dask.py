@@ -137,8 +137,16 @@ def _score_and_write(df, opts, cols, schema, plan, tmpdir, threads, partition_in
         raise e.moved(source=source) from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise InvalidInputError(f"cannot read this partition as the dataset's schema ({exc})", source=source) from None
-    pq.write_table(pa.Table.from_batches([batch]), os.path.join(tmpdir, f"part.{number:05d}.parquet"))
+    _write_part(pa.Table.from_batches([batch]), tmpdir, f"part.{number:05d}.parquet")
     return pd.DataFrame({"rows": [len(df)], "summary": [pickle.dumps(summary)]})
+
+
+def _write_part(table: pa.Table, tmpdir, name: str) -> None:
+    """A part file into the temporary folder: a local path, or a prefix in a store."""
+    if isinstance(tmpdir, storage.Location):
+        pq.write_table(table, f"{tmpdir.path}/{name}", filesystem=tmpdir.fs)
+    else:
+        pq.write_table(table, os.path.join(tmpdir, name))
 
 
 def _cluster(scheduler, workers, distributed):
@@ -182,21 +190,18 @@ def score_files(
     Without ``scheduler`` an embedded ``LocalCluster`` is started and shut down: one
     in-process worker with a thread per core, or ``workers`` single-threaded processes.
     With ``scheduler="tcp://host:port"`` an existing cluster is used (its workers need
-    xent-numba installed and must see the input and output paths). Inputs may be URLs
-    (``s3://...``, one store for all of them), read on every worker through the same pyarrow
-    filesystem (``storage_options`` travel with it); the output directory is a local or
-    shared path.
+    xent-numba installed and must see the input and output paths). Inputs and ``output``
+    may be URLs (``s3://...``; the inputs in one store), read and written on every worker
+    through the same pyarrow filesystem (``storage_options`` travel with it).
     """
     dd, distributed = _import_dask()
     if fmt not in (None, "parquet"):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
     out = Path(output)
-    if storage.is_url(storage.local_path(str(output))):
-        raise InvalidInputError(
-            f"{output}: --engine dask writes its dataset directory to a local or shared path, not a URL; "
-            "use the local engine (the default) to write to object storage"
-        )
     files = io.expand_inputs(inputs, io.PARQUET_EXT, storage_options)
+    if storage.is_url(storage.local_path(str(output))):
+        return _score_to_url(dd, distributed, files, str(output), opts, scheduler, workers, overwrite,
+                             on_progress, on_start, storage_options)
     io.check_output(output, files, given=inputs, overwrite=overwrite, directory=True)
     if io.is_stdout(output) or io.is_special(output):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; OUTPUT must be a folder name")
@@ -226,6 +231,34 @@ def score_files(
     except BaseException:
         with io.deferred_signals():
             shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return summary
+
+
+def _score_to_url(dd, distributed, files, url, opts, scheduler, workers, overwrite, on_progress, on_start,
+                  storage_options) -> Summary:
+    """``score_files`` into a dataset prefix in an object store (``storage.RemoteDataset``:
+    parts under a temporary prefix, moved into place when every partition succeeded)."""
+    target = storage.RemoteDataset(url, storage_options, overwrite, inputs=files)
+    plan, cols, schema, total = _plan(files, opts)
+    if on_start:
+        on_start(total)
+    tmp = storage.Location(url, target.fs, target.tmp)  # pickled to the workers with the store's options
+    summary = Summary()
+    try:
+        io.check_interrupted()
+        if total == 0:
+            batch = score_batch(schema.empty_table(), opts, cols, summary=summary)
+            _write_part(pa.Table.from_batches([batch]), tmp, "part.00000.parquet")
+        else:
+            summary = _run(dd, distributed, files, plan, cols, schema, opts, tmp, scheduler, workers, on_progress)
+        with io.deferred_signals():
+            io.check_interrupted()
+            target.commit()
+            io.output_in_place()
+    except BaseException:
+        with io.deferred_signals():
+            target.abort()
         raise
     return summary
 

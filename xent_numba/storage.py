@@ -469,3 +469,73 @@ class RemoteOutput:
             self.loc.fs.delete_file(self.tmp)
         except Exception:  # never uploaded, or the store went away
             pass
+
+
+_DATASET_FILES = ("_metadata", "_common_metadata")
+
+
+def _dataset_part(name: str) -> bool:
+    return name in _DATASET_FILES or (name.startswith("part.") and name.endswith(".parquet"))
+
+
+class RemoteDataset:
+    """A Parquet dataset prefix (``--engine dask`` to a URL): the part files are written under
+    a temporary prefix beside the target (``.NAME.tmp-XXXXXXXX/``) and moved to the target by
+    ``commit`` only when every partition succeeded; ``abort`` deletes the temporary prefix.
+
+    Object stores cannot rename a prefix: the parts are moved one by one, so a reader listing
+    the target during those moves may see part of the dataset (never a partial part file).
+    ``overwrite`` replaces only a prefix that holds nothing but part files; old parts that no
+    new part replaced are deleted after the moves.
+    """
+
+    def __init__(self, url: str, storage_options=None, overwrite: bool = False, inputs=()):
+        self.loc = resolve(url, storage_options)
+        self.fs = self.loc.fs
+        path = self.path = self.loc.path.rstrip("/")
+        if not path or "/" not in path and _bucket(self.loc):
+            raise InvalidInputError("the output must name a prefix inside a bucket, not a bucket", source=url)
+        for src in inputs:
+            if isinstance(src, Location) and src.key()[:2] == self.loc.key()[:2] and (
+                src.path == path or src.path.startswith(path + "/")
+            ):
+                raise InvalidInputError(f"holds the input {src.url}; write the scores elsewhere", source=url)
+        info = _info(self.loc)
+        if info.type == pafs.FileType.File:
+            raise InvalidInputError("is an object; --engine dask writes a prefix of part files", source=url)
+        self._old = []
+        if info.type == pafs.FileType.Directory:
+            self._old = [i.path for i in _listing(Location(url, self.fs, path, self.loc.endpoint), True)]
+            if self._old and not overwrite:
+                raise InvalidInputError("exists; pass --overwrite to replace it", source=url)
+            if any(not _dataset_part(p[len(path) + 1:]) for p in self._old):
+                raise InvalidInputError(
+                    "holds more than the part files xent score writes; it is not replaced, even with "
+                    "--overwrite (remove it yourself or choose another name)", source=url)
+        elif _bucket_missing(self.loc):
+            raise InvalidInputError(f"bucket {_bucket(self.loc)!r} does not exist", source=url)
+        parent, _, name = path.rpartition("/")
+        self.tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}" if parent else f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+
+    def commit(self) -> None:
+        """Move every finished part from the temporary prefix to the target."""
+        try:
+            tmp_loc = Location(self.loc.url, self.fs, self.tmp, self.loc.endpoint)
+            moved = set()
+            for p in sorted(i.path for i in _listing(tmp_loc, True)):
+                moved.add(f"{self.path}/{p[len(self.tmp) + 1:]}")
+                self.fs.move(p, f"{self.path}/{p[len(self.tmp) + 1:]}")  # replaces an old part of that name
+            for old in self._old:
+                if old not in moved:
+                    self.fs.delete_file(old)
+        except (OSError, pa.ArrowException) as exc:
+            self.abort()
+            raise explain(exc, self.loc, "cannot write") from None
+        self.abort()  # what is left of the temporary prefix (a directory marker)
+
+    def abort(self) -> None:
+        """Delete the temporary prefix (best effort)."""
+        try:
+            self.fs.delete_dir(self.tmp)
+        except Exception:  # never created, or the store went away
+            pass
