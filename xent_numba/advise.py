@@ -602,7 +602,7 @@ def first_batch_warning(batch, cols, opts) -> str | None:
 
 def advise_file(
     inputs, pred: str = "pred", label: str = "label", sample_rows: int = SAMPLE_ROWS,
-    *, ignore_index: int | None = None,
+    *, ignore_index: int | None = None, storage_options: dict | None = None,
 ) -> dict:
     """``advise_arrays`` on the first ``sample_rows`` rows of Parquet files, directories or
     globs, read batch by batch with only the prediction and label columns. ``pred``/``label``
@@ -615,12 +615,12 @@ def advise_file(
     preds, labels, got = [], [], 0
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    for path in io.expand_inputs(inputs):
+    for path in io.expand_inputs(inputs, storage_options=storage_options):
         src = io.Source(path)
         try:
             cols = resolve_columns(src.schema, opts)
         except InvalidInputError as exc:
-            raise InvalidInputError(exc.reason, source=path) from None
+            raise InvalidInputError(exc.reason, source=str(path)) from None
         for batch in src.batches(list(cols.pred + cols.label), min(65_536, sample_rows)):
             for name in cols.pred + cols.label:  # a corrupt file is refused before any slicing
                 try:

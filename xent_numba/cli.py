@@ -69,6 +69,8 @@ Device = _choice("Device", "cpu cuda auto")
 OnInvalid = _choice("OnInvalid", "error null")
 Format = _choice("Format", "parquet csv jsonl arrow")
 Engine = _choice("Engine", "local dask")
+STORAGE_HELP = ("Option for s3://, gs://, hdfs://, abfs:// or fsspec URLs (repeatable), e.g. endpoint_override=http://127.0.0.1:9000, "
+                "region=eu-west-1, anonymous=true; credentials come from the environment and config files.")
 
 
 def _number(text: str, option: str) -> float:
@@ -134,6 +136,7 @@ def score(
     engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba\\[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes, one thread each (default: one in-process worker with a thread per core).", show_default=False, min=1)] = None,
+    storage_option: Annotated[list[str] | None, typer.Option("--storage-option", metavar="KEY=VALUE", help=STORAGE_HELP, show_default=False)] = None,
 ):
     """Score every row of INPUT and write the per-row losses, in input order, to OUTPUT.
 
@@ -141,12 +144,14 @@ def score(
 
     Example: [bold]xent score dumps/*.parquet -o scores.csv --from-logits --loss both --log-base 10[/]
 
+    Example: [bold]xent score s3://evals/run-42/ -o s3://evals/run-42-scores.parquet --storage-option region=eu-west-1[/]
+
     The output has the --keep columns, then cce and/or bce. It is written to a temporary
     file and renamed when every row is scored: a failed run leaves no output. Exit codes:
     0 done, 2 bad usage, bad input or an output that may not be written, 1 anything
     unexpected, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
     """
-    from . import backend, io, pipeline
+    from . import backend, io, pipeline, storage
     from .errors import InvalidInputError
 
     loss, bce_reduce, device, on_invalid, engine = (
@@ -157,10 +162,11 @@ def score(
     # the tables go to stderr when the scores go to stdout (a pipe must get the scores only)
     console = err_console if _is_stdout(output) else out_console
     try:
+        storage_options = storage.parse_options(storage_option)
         if summary_json is not None:  # checked before the run, by the rules of OUTPUT
             if os.path.abspath(str(summary_json)) == os.path.abspath(output) and not io.is_stdout(output):
                 fail(f"--summary-json {summary_json} is OUTPUT; give it another name")
-            files = io.expand_inputs(inputs, io.PARQUET_EXT if engine == "dask" else io.INPUT_EXT)
+            files = io.expand_inputs(inputs, io.PARQUET_EXT if engine == "dask" else io.INPUT_EXT, storage_options)
             io.check_output(summary_json, files, given=inputs, overwrite=overwrite, what="--summary-json")
         if device != "cpu":
             with warnings.catch_warnings():  # the CLI says which device it chose, below
@@ -182,7 +188,8 @@ def score(
         if not quiet and engine == "local":  # one line on stderr before a (cache-miss) compile
             backend.announce_compiles(lambda m: err_console.print(m, highlight=False, soft_wrap=True))
         with _progress(quiet) as progress:
-            kwargs = dict(fmt=fmt, overwrite=overwrite, on_start=progress.start, on_progress=progress.update)
+            kwargs = dict(fmt=fmt, overwrite=overwrite, on_start=progress.start, on_progress=progress.update,
+                          storage_options=storage_options)
             if engine == "dask":
                 from . import dask as xdask
 
@@ -368,6 +375,7 @@ def advise_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
     sample_rows: Annotated[int, typer.Option("--sample-rows", min=1, help="How many rows to read (the first ones, streamed).")] = 100_000,
     ignore_index: Annotated[int | None, typer.Option("--ignore-index", help="Index label that marks rows to ignore (e.g. -100).")] = None,
+    storage_option: Annotated[list[str] | None, typer.Option("--storage-option", metavar="KEY=VALUE", help=STORAGE_HELP, show_default=False)] = None,
 ):
     """Tell which loss fits the data: CCE (one exclusive choice per row) or BCE (independent yes/no per class).
 
@@ -377,11 +385,13 @@ def advise_cmd(
     """
     import json
 
+    from . import storage
     from .advise import advise_file
     from .errors import InvalidInputError
 
     try:
-        advice = advise_file(inputs, pred=pred, label=label, sample_rows=sample_rows, ignore_index=ignore_index)
+        advice = advise_file(inputs, pred=pred, label=label, sample_rows=sample_rows, ignore_index=ignore_index,
+                             storage_options=storage.parse_options(storage_option))
     except InvalidInputError as e:
         fail(str(e), 2)
     if as_json:
@@ -393,9 +403,10 @@ def advise_cmd(
 @app.command("report")
 def report_cmd(
     scores: Annotated[str, typer.Argument(metavar="SCORES", help="A scores file written by `xent score` (.parquet or dataset directory, .csv, .jsonl, .feather).", show_default=False)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="report.png or report.html.", show_default=False)],
+    output: Annotated[str, typer.Option("-o", "--output", help="report.png or report.html (a path or a URL).", show_default=False)],
     label: Annotated[str | None, typer.Option("--label", help="Integer label column kept in SCORES (xent score --keep label) for per-class mean CCE; default: 'label' when present.")] = None,
     log_base: Annotated[str | None, typer.Option("--log-base", help="The --log-base the scores were computed with (e, 2, 10, ...), named on the axes.", show_default=False)] = None,
+    storage_option: Annotated[list[str] | None, typer.Option("--storage-option", metavar="KEY=VALUE", help=STORAGE_HELP, show_default=False)] = None,
 ):
     """Draw the losses: a histogram of per-row losses (log-scaled loss axis and counts), mean CCE per class, and the summary.
 
@@ -403,11 +414,13 @@ def report_cmd(
 
     Example: [bold]xent report scores.parquet --label label -o report.png[/]
     """
+    from . import storage
     from .errors import InvalidInputError
     from .report import render_report
 
     try:
-        res = render_report(scores, output, label=label, log_base=None if log_base is None else _number(log_base, "--log-base"))
+        res = render_report(scores, output, label=label, storage_options=storage.parse_options(storage_option),
+                            log_base=None if log_base is None else _number(log_base, "--log-base"))
     except InvalidInputError as e:
         fail(str(e), 2)
     except OSError as e:

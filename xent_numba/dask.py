@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import io
+from . import io, storage
 from .errors import InvalidInputError
 from .pipeline import ScoreOptions, conform, plan_inputs, resolve_columns, score_batch
 from .summary import Summary
@@ -108,12 +108,14 @@ def _plan(files, opts):
     plan, offset, schemas = [], 0, []
     for f in files:
         try:
-            meta = pq.ParquetFile(f).metadata
-            schemas.append((f, meta.schema.to_arrow_schema()))
+            meta = pq.ParquetFile(storage.open_input(f) if isinstance(f, storage.Location) else f).metadata
+            schemas.append((str(f), meta.schema.to_arrow_schema()))
+        except InvalidInputError:
+            raise
         except Exception as exc:  # corrupt, truncated or not Parquet
-            raise InvalidInputError(f"cannot read Parquet ({exc})", source=f) from None
+            raise InvalidInputError(f"cannot read Parquet ({exc})", source=str(f)) from None
         for rg in range(meta.num_row_groups):
-            plan.append((f, offset))
+            plan.append((str(f), offset))
             offset += meta.row_group(rg).num_rows
     cols, schema = plan_inputs(schemas, opts)
     return plan, cols, schema, offset
@@ -135,8 +137,16 @@ def _score_and_write(df, opts, cols, schema, plan, tmpdir, threads, partition_in
         raise e.moved(source=source) from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise InvalidInputError(f"cannot read this partition as the dataset's schema ({exc})", source=source) from None
-    pq.write_table(pa.Table.from_batches([batch]), os.path.join(tmpdir, f"part.{number:05d}.parquet"))
+    _write_part(pa.Table.from_batches([batch]), tmpdir, f"part.{number:05d}.parquet")
     return pd.DataFrame({"rows": [len(df)], "summary": [pickle.dumps(summary)]})
+
+
+def _write_part(table: pa.Table, tmpdir, name: str) -> None:
+    """A part file into the temporary folder: a local path, or a prefix in a store."""
+    if isinstance(tmpdir, storage.Location):
+        pq.write_table(table, f"{tmpdir.path}/{name}", filesystem=tmpdir.fs)
+    else:
+        pq.write_table(table, os.path.join(tmpdir, name))
 
 
 def _cluster(scheduler, workers, distributed):
@@ -172,6 +182,7 @@ def score_files(
     overwrite: bool = False,
     on_progress=None,
     on_start=None,
+    storage_options: dict | None = None,
     **_ignored,
 ) -> Summary:
     """Score Parquet files into the Parquet dataset directory ``output`` on a Dask cluster.
@@ -179,13 +190,18 @@ def score_files(
     Without ``scheduler`` an embedded ``LocalCluster`` is started and shut down: one
     in-process worker with a thread per core, or ``workers`` single-threaded processes.
     With ``scheduler="tcp://host:port"`` an existing cluster is used (its workers need
-    xent-numba installed and must see the input and output paths).
+    xent-numba installed and must see the input and output paths). Inputs and ``output``
+    may be URLs (``s3://...``; the inputs in one store), read and written on every worker
+    through the same pyarrow filesystem (``storage_options`` travel with it).
     """
     dd, distributed = _import_dask()
     if fmt not in (None, "parquet"):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
     out = Path(output)
-    files = io.expand_inputs(inputs, io.PARQUET_EXT)
+    files = io.expand_inputs(inputs, io.PARQUET_EXT, storage_options)
+    if storage.is_url(storage.local_path(str(output))):
+        return _score_to_url(dd, distributed, files, str(output), opts, scheduler, workers, overwrite,
+                             on_progress, on_start, storage_options)
     io.check_output(output, files, given=inputs, overwrite=overwrite, directory=True)
     if io.is_stdout(output) or io.is_special(output):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; OUTPUT must be a folder name")
@@ -219,6 +235,34 @@ def score_files(
     return summary
 
 
+def _score_to_url(dd, distributed, files, url, opts, scheduler, workers, overwrite, on_progress, on_start,
+                  storage_options) -> Summary:
+    """``score_files`` into a dataset prefix in an object store (``storage.RemoteDataset``:
+    parts under a temporary prefix, moved into place when every partition succeeded)."""
+    target = storage.RemoteDataset(url, storage_options, overwrite, inputs=files)
+    plan, cols, schema, total = _plan(files, opts)
+    if on_start:
+        on_start(total)
+    tmp = storage.Location(url, target.fs, target.tmp)  # pickled to the workers with the store's options
+    summary = Summary()
+    try:
+        io.check_interrupted()
+        if total == 0:
+            batch = score_batch(schema.empty_table(), opts, cols, summary=summary)
+            _write_part(pa.Table.from_batches([batch]), tmp, "part.00000.parquet")
+        else:
+            summary = _run(dd, distributed, files, plan, cols, schema, opts, tmp, scheduler, workers, on_progress)
+        with io.deferred_signals():
+            io.check_interrupted()
+            target.commit()
+            io.output_in_place()
+    except BaseException:
+        with io.deferred_signals():
+            target.abort()
+        raise
+    return summary
+
+
 def _commit(tmpdir: Path, out: Path, overwrite: bool) -> None:
     """The finished dataset renamed into place. An old output (``--overwrite``; only one
     that ``io.check_output`` let through) is moved aside first and removed after, so it is
@@ -236,8 +280,23 @@ def _commit(tmpdir: Path, out: Path, overwrite: bool) -> None:
     shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
+def _remote(files):
+    """``(paths, fsspec filesystem)`` for inputs in a store (None for local files): pyarrow's
+    filesystem seen through fsspec, which Dask's Parquet reader takes."""
+    locs = [f for f in files if isinstance(f, storage.Location)]
+    if not locs:
+        return files, None
+    if len(locs) < len(files) or len({loc.key()[:2] for loc in locs}) > 1:
+        raise InvalidInputError("--engine dask reads its inputs from one place: all local, or all in one store")
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    return [loc.path for loc in locs], ArrowFSWrapper(locs[0].fs)
+
+
 def _run(dd, distributed, files, plan, cols, schema, opts, tmpdir, scheduler, workers, on_progress):
-    ddf = dd.read_parquet(files, columns=cols.needed, split_row_groups=True, dtype_backend="pyarrow")
+    files, fs = _remote(files)
+    ddf = dd.read_parquet(files, columns=cols.needed, split_row_groups=True, dtype_backend="pyarrow",
+                          **({"filesystem": fs} if fs is not None else {}))
     if ddf.npartitions != len(plan):  # one partition per row group is what the plan assumes
         raise RuntimeError(f"expected {len(plan)} partitions, Dask made {ddf.npartitions}")
     client, cluster = _cluster(scheduler, workers, distributed)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from . import storage
 from .errors import InvalidInputError
 
 PARQUET_EXT = (".parquet", ".parq", ".pq")
@@ -40,15 +41,18 @@ FORMATS = {
 FORMAT_CHOICES = ("parquet", "csv", "jsonl", "arrow")
 
 
-def expand_inputs(inputs, extensions=INPUT_EXT) -> list[str]:
+def expand_inputs(inputs, extensions=INPUT_EXT, storage_options=None) -> list:
     """Files named by INPUT arguments, in the order given: files as they are, directories
     as their data files (recursively, sorted), globs as their sorted matches. A path that
     exists is always taken literally (a file named ``a[1].parquet`` is that file); only a
-    name that does not exist is expanded as a glob."""
-    files: list[str] = []
+    name that does not exist is expanded as a glob. URLs (``s3://...``) are expanded the
+    same way, into ``storage.Location``s, by ``storage.expand``."""
+    files: list = []
     for item in inputs:
-        item = str(item)
-        if os.path.isdir(item):
+        item = storage.local_path(str(item))
+        if storage.is_url(item):
+            files += storage.expand(item, storage_options, extensions)
+        elif os.path.isdir(item):
             found = sorted(
                 str(p) for p in Path(item).rglob("*")
                 if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith((".", "_"))
@@ -79,29 +83,42 @@ PARQUET_BUFFER_BYTES = 8 << 20
 
 
 class Source:
-    """One input file: its schema, its row count, and its batches (only the named columns)."""
+    """One input file: its schema, its row count, and its batches (only the named columns).
+    ``path`` may be a ``storage.Location``: read by ranged requests through the same
+    buffered stream (pre-buffering off), never downloaded whole."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path):
+        self._loc = path if isinstance(path, storage.Location) else None
+        self.path = path = str(path)
         self.kind = "arrow" if path.lower().endswith(IPC_EXT) else "parquet"
         try:
+            if self._loc is not None:
+                path = storage.open_input(self._loc)
             if self.kind == "parquet":
                 self._pf = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
                 self.schema = self._pf.schema_arrow
                 self.num_rows = self._pf.metadata.num_rows
             else:
-                self._reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+                self._reader = pa.ipc.open_file(path if self._loc else pa.memory_map(path, "r"))
                 self.schema = self._reader.schema
-                self.num_rows = sum(
+                self.num_rows = self._reader.count_rows() if self._loc else sum(
                     self._reader.get_batch(i).num_rows for i in range(self._reader.num_record_batches)
                 )
-        except FileNotFoundError:
-            raise InvalidInputError("no such file", source=path) from None
-        except PermissionError:
-            raise InvalidInputError("permission denied", source=path) from None
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            what = "Parquet" if self.kind == "parquet" else "Arrow IPC/Feather"
-            raise InvalidInputError(f"cannot read as {what} ({exc})", source=path) from None
+        except OSError as exc:
+            if self._loc is None:
+                raise self._local_error(exc) from None
+            raise storage.explain(exc, self._loc, "cannot read") from None
+        except pa.ArrowInvalid as exc:
+            raise self._local_error(exc) from None
+
+    def _local_error(self, exc) -> InvalidInputError:
+        path = self.path
+        if isinstance(exc, FileNotFoundError):
+            return InvalidInputError("no such file", source=path)
+        if isinstance(exc, PermissionError):
+            return InvalidInputError("permission denied", source=path)
+        what = "Parquet" if self.kind == "parquet" else "Arrow IPC/Feather"
+        return InvalidInputError(f"cannot read as {what} ({exc})", source=path)
 
     def bytes_per_row(self, columns) -> float:
         """Decoded size estimate from the Parquet metadata (0 when unknown)."""
@@ -127,6 +144,8 @@ class Source:
                 for start in range(0, b.num_rows, batch_rows):
                     yield b.slice(start, batch_rows)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if self._loc is not None and not isinstance(exc, pa.ArrowInvalid):  # the store, not the file
+                raise storage.explain(exc, self._loc, "cannot read") from None
             raise InvalidInputError(f"cannot decode the file, it may be corrupt or truncated ({exc})", source=self.path) from None
 
 
@@ -278,11 +297,13 @@ def check_output(path, files, *, given=(), overwrite: bool = False, what: str = 
     them) -- even with ``overwrite`` --, an existing path without ``overwrite``, a directory
     (``directory``: a Dask dataset directory that holds anything but part files), a missing
     or unwritable folder. Standard output (``-``) and special files are always allowed."""
-    path = str(path)
-    if is_stdout(path) or is_special(path):
-        return
+    path = storage.local_path(str(path))
+    if is_stdout(path) or is_special(path) or storage.is_url(path):
+        return  # a URL: checked by ``storage.RemoteOutput`` when the writer is made
     real = os.path.realpath(path)
     for f in files:
+        if isinstance(f, storage.Location):
+            continue
         if os.path.realpath(f) == real or _same_file(f, path):
             raise InvalidInputError(f"{what} {path} is the input file {f}; it is never replaced, even with --overwrite")
         if _inside(os.path.realpath(f), real):
@@ -405,7 +426,8 @@ class AtomicWriter:
     and special files (``/dev/stdout``, a pipe) are written in place instead. Call
     ``check_output`` first."""
 
-    def __init__(self, path: str, fmt: str, overwrite: bool):
+    def __init__(self, path: str, fmt: str, overwrite: bool, storage_options=None, inputs=()):
+        path = storage.local_path(str(path))
         self.path = Path(path)
         self.fmt = fmt
         self.overwrite = overwrite
@@ -413,7 +435,12 @@ class AtomicWriter:
         self._writer = None
         self._pending: list = []
         self._rows = self._bytes = 0
-        if is_stdout(path):
+        self._remote = None
+        if storage.is_url(path):  # written under a temporary key, moved into place by commit
+            self._remote = storage.RemoteOutput(path, storage_options, overwrite, inputs)
+            self._file = self._remote.open()
+            self._owned = True
+        elif is_stdout(path):
             self._file = sys.stdout.buffer
             self._owned = False
         elif is_special(path):
@@ -453,7 +480,10 @@ class AtomicWriter:
                 else:
                     self._writer.write_table(table)
         except OSError as exc:
-            raise write_error(self.path, exc) from None
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: OSError) -> InvalidInputError:
+        return self._remote.error(exc) if self._remote else write_error(self.path, exc)
 
     def _open(self, schema: pa.Schema) -> None:
         if self.fmt == "parquet":
@@ -478,10 +508,12 @@ class AtomicWriter:
             if self._owned:
                 self._file.close()
         except OSError as exc:
-            raise write_error(self.path, exc) from None
+            raise self._write_error(exc) from None
         with deferred_signals():
             check_interrupted()  # a signal whose exception was swallowed still stops the run
-            if self.tmp is not None:
+            if self._remote is not None:
+                self._remote.commit()
+            elif self.tmp is not None:
                 rename_into_place(self.tmp, self.path, self.overwrite)
             output_in_place()
 
@@ -501,6 +533,8 @@ class AtomicWriter:
             finally:
                 if self.tmp is not None:
                     self.tmp.unlink(missing_ok=True)
+                if self._remote is not None:
+                    self._remote.abort()
 
 
 # ---- signals ----------------------------------------------------------------------------

@@ -391,6 +391,7 @@ def score_files(
     on_progress=None,
     on_start=None,
     on_warning=None,
+    storage_options: dict | None = None,
 ) -> Summary:
     """Score Parquet / Arrow IPC files into one output file, streaming with bounded memory.
 
@@ -400,6 +401,8 @@ def score_files(
     when every row was scored. Rows come out in input order, one per input row.
     ``on_start(total_rows)``, ``on_progress(rows_done)`` and ``on_warning(text)`` report to
     the caller (the CLI draws the progress bar). Returns the run's ``Summary``.
+    Inputs and ``output`` may be URLs (``s3://...``, see ``storage``), reached with
+    ``storage_options`` (e.g. ``{"endpoint_override": ..., "region": ...}``).
     """
     import numba
 
@@ -415,7 +418,8 @@ def score_files(
     caller_threads = numba.get_num_threads()
     numba.set_num_threads(max(1, cores - 1))
     try:
-        return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning)
+        return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
+                            storage_options)
     finally:
         numba.set_num_threads(caller_threads)
 
@@ -424,13 +428,14 @@ MAX_BATCH_ROWS = 1 << 24  # a larger --batch-rows is taken as this (memory stays
 _BATCH_OVERHEAD = 16 << 10  # bytes charged per batch on top of its data: tiny batches are not free
 
 
-def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning) -> Summary:
+def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
+                 storage_options=None) -> Summary:
     if batch_rows is not None:
         if batch_rows < 1:
             raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
         batch_rows = min(int(batch_rows), MAX_BATCH_ROWS)
     fmt = io.output_format(str(output), fmt)
-    files = io.expand_inputs(inputs)
+    files = io.expand_inputs(inputs, storage_options=storage_options)
     io.check_output(output, files, given=inputs, overwrite=overwrite)
     sources = [io.Source(p) for p in files]
     cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
@@ -445,7 +450,7 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     if on_start:
         on_start(sum(s.num_rows for s in sources))
     with io.deferred_signals():  # a signal now is raised below, inside the ``try``
-        writer = io.AtomicWriter(str(output), fmt, overwrite)
+        writer = io.AtomicWriter(str(output), fmt, overwrite, storage_options, inputs=files)
     try:
         io.check_interrupted()
         return _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_warning)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from . import storage
 from .errors import InvalidInputError
 from .losses import log_scale
 from .summary import Summary
@@ -46,25 +47,28 @@ def _matplotlib():
 # ---- reading -------------------------------------------------------------------------------
 
 
-def _read_table(path: Path, columns=None) -> pa.Table:
-    suffix = path.suffix.lower()
+def _read_table(path, columns=None) -> pa.Table:
+    """A scores file: a local ``Path`` or a ``storage.Location`` (an object in a store)."""
+    loc = path if isinstance(path, storage.Location) else None
+    suffix = Path(loc.path if loc else path).suffix.lower()
     try:
-        if path.is_dir() or suffix in (".parquet", ".pq", ".parq"):
+        src = storage.open_input(loc) if loc else path
+        if (loc is None and path.is_dir()) or suffix in (".parquet", ".pq", ".parq"):
             import pyarrow.parquet as pq
 
-            return pq.read_table(path, columns=columns)
+            return pq.read_table(src, columns=columns)
         if suffix in (".feather", ".arrow", ".ipc"):
             import pyarrow.feather as feather
 
-            return feather.read_table(path, columns=columns)
+            return feather.read_table(src, columns=columns)
         if suffix == ".csv":
             import pyarrow.csv as csv
 
-            return csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=columns))
+            return csv.read_csv(src, convert_options=csv.ConvertOptions(include_columns=columns))
         if suffix in (".jsonl", ".ndjson", ".json"):
             import pyarrow.json as pj
 
-            t = pj.read_json(path)
+            t = pj.read_json(src)
             return t.select(columns) if columns is not None else t
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInputError(f"{path}: cannot read the scores file ({exc})") from None
@@ -91,15 +95,24 @@ def _schema_names(path: Path) -> list[str]:
     return list(_read_table(path).schema.names)
 
 
-def load_scores(scores_path, label: str | None = None) -> tuple[dict, np.ndarray | None, str | None]:
+def load_scores(scores_path, label: str | None = None, storage_options=None) -> tuple[dict, np.ndarray | None, str | None]:
     """``({loss: float64 array with NaN for null}, labels or None, label column or None)``.
 
     ``label`` names an integer column kept in the scores file (``xent score --keep label``);
-    without it a column named ``label`` is used when it holds integers."""
-    path = Path(scores_path)
-    if not path.exists():
-        raise InvalidInputError(f"{path}: no such file or directory")
-    names = _schema_names(path)
+    without it a column named ``label`` is used when it holds integers. ``scores_path`` may
+    be a URL (an object, or a prefix of Parquet parts), read with ``storage_options``."""
+    whole = None
+    if storage.is_url(storage.local_path(str(scores_path))):
+        path = scores_path
+        whole = pa.concat_tables(
+            [_read_table(loc) for loc in storage.expand(scores_path, storage_options)], promote_options="default"
+        )
+        names = whole.schema.names
+    else:
+        path = Path(storage.local_path(str(scores_path)))
+        if not path.exists():
+            raise InvalidInputError(f"{path}: no such file or directory")
+        names = _schema_names(path)
     found = [n for n in LOSSES if n in names]
     if not found:
         raise InvalidInputError(
@@ -114,7 +127,8 @@ def load_scores(scores_path, label: str | None = None) -> tuple[dict, np.ndarray
         )
     if label is None and "label" in names:
         label_col = "label"
-    table = _read_table(path, columns=list(dict.fromkeys(found + ([label_col] if label_col else []))))
+    columns = list(dict.fromkeys(found + ([label_col] if label_col else [])))
+    table = whole.select(columns) if whole is not None else _read_table(path, columns=columns)
     losses = {}
     for n in found:
         col = table.column(n)
@@ -314,22 +328,25 @@ img {{ max-width: 100%; }}
 """
 
 
-def render_report(scores_path, output, label: str | None = None, log_base=None) -> dict:
+def render_report(scores_path, output, label: str | None = None, log_base=None, storage_options=None) -> dict:
     """Write a PNG or HTML report (chosen by ``output``'s suffix) of a scores file; return
     ``{"output": path, "format": "png"|"html", "summary": Summary.to_dict()}``.
 
     ``log_base``: the base the losses were scored in (``xent score --log-base``), named on
-    the axes; None when unknown."""
-    out = Path(output)
+    the axes; None when unknown. ``scores_path`` and ``output`` may be URLs."""
+    remote = storage.is_url(storage.local_path(str(output)))
+    out = Path(storage.local_path(str(output)))
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise InvalidInputError(f"{out}: the report must end in .png or .html")
     _matplotlib()  # fail before reading a large file
     if log_base is not None:
         log_scale(log_base)  # a base > 0 and != 1, or a clear error
+    if remote:
+        return _render_to_url(scores_path, str(output), fmt, label, log_base, storage_options)
     if not out.parent.exists():
         raise InvalidInputError(f"{out.parent}: output directory does not exist")
-    losses, labels, label_col = load_scores(scores_path, label)
+    losses, labels, label_col = load_scores(scores_path, label, storage_options)
     summary = summarize(losses, labels)
     fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
     data = _png_bytes(fig)
@@ -344,6 +361,27 @@ def render_report(scores_path, output, label: str | None = None, log_base=None) 
         if tmp.exists():
             tmp.unlink()
     return {"output": str(out), "format": fmt, "summary": summary.to_dict()}
+
+
+def _render_to_url(scores_path, url: str, fmt: str, label, log_base, storage_options) -> dict:
+    """``render_report`` into an object store: a temporary object moved into place."""
+    target = storage.RemoteOutput(url, storage_options, overwrite=True)  # checked before reading
+    try:
+        losses, labels, label_col = load_scores(scores_path, label, storage_options)
+        summary = summarize(losses, labels)
+        fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
+        data = _png_bytes(fig)
+        if fmt == "html":
+            data = _html(losses, summary, data, str(scores_path), label_col).encode("utf-8")
+        try:
+            target.open().write(data)
+        except OSError as exc:
+            raise target.error(exc) from None
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
+    return {"output": url, "format": fmt, "summary": summary.to_dict()}
 
 
 __all__ = ["render_report", "load_scores", "build_figure", "summarize", "log_unit", "no_class_panel_reason"]
