@@ -28,7 +28,9 @@ def clip_policy(eps, dtype):
     if eps in ("auto", "sklearn"):
         e = float(np.finfo(dtype).eps)
         return e, 1 - e, -np.inf
-    if eps == "keras":
+    if eps == "keras":  # Keras clips in the input dtype: float32 gives [1e-7, 1 - 2**-23]
+        if np.dtype(dtype) == np.float32:
+            return float(np.float32(1e-7)), 1 - 2**-23, -np.inf
         return 1e-7, 1 - 1e-7, -np.inf
     if eps == "torch":
         return 0.0, 1.0, -100.0

@@ -41,6 +41,7 @@ from .losses import (
     OK,
     PRED_NONFINITE,
     PRED_RANGE,
+    TARGET_MASKED,
     TARGET_SUM,
     TARGET_VALUE,
 )
@@ -94,9 +95,9 @@ def _weight(w, c):
 @njit(**_jit)
 def _check_pred(p, prm):
     """Status of a prediction row: finite everywhere, and in [0, 1] for probabilities."""
-    if prm.from_logits:
+    if prm.from_logits:  # -inf is a masked class; NaN and +inf are invalid
         for c in range(p.shape[0]):
-            if not math.isfinite(p[c]):
+            if not _logit_ok(float(p[c])):
                 return PRED_NONFINITE
         return OK
     bad = False
@@ -111,24 +112,48 @@ def _check_pred(p, prm):
     return OK
 
 
+@njit(**_ijit)
+def _logit_ok(x):
+    """A logit is valid unless NaN or +inf (-inf masks its class)."""
+    return (x == x) & (x != _INF)
+
+
 @njit(**_jit)
 def _lse(p):
-    """Max-shifted log-sum-exp: ``m + log(sum_c exp(x_c - m))``, ``m = max_c x_c``."""
+    """``(m, l)`` with ``lse = m + l``: ``m = max_c x_c = x_a`` (first arg max) and
+    ``l = log1p(sum_{c != a} exp(x_c - m))`` (the term ``e^0 = 1`` of ``a`` left out, so
+    that ``-log p_c = (m - x_c) + l`` is a sum of two parts >= 0: no cancellation)."""
     m = -_INF
+    am = 0
     for c in range(p.shape[0]):
-        m = _max(m, float(p[c]))
+        x = float(p[c])
+        am = c if x > m else am
+        m = _max(m, x)
+    if m == -_INF:  # every class masked
+        return m, 0.0
     s = 0.0
     for c in range(p.shape[0]):
-        s += fm.exp(float(p[c]) - m)
-    return m + fm.log(s)
+        e = fm.exp(float(p[c]) - m)
+        s += e if c != am else 0.0
+    return m, fm.log1p(s)
 
 
 @njit(**_jit)
-def _neglog(p, c, lse, prm):
-    """``-log p_c``: from logits ``lse - x_c``; from probabilities the clipped ``-log p_c``."""
+def _neglog(p, c, m, l, prm):
+    """``-log p_c``: from logits ``(m - x_c) + l`` (see ``_lse``; inf for a masked class);
+    from probabilities the clipped ``-log p_c``."""
     if prm.from_logits:
-        return lse - float(p[c])
+        x = float(p[c])
+        return fm.add(m - x, l) if x > -_INF else _INF
     return -_log(float(p[c]), prm)
+
+
+@njit(**_jit)
+def _logit_loss(loss, prm):
+    """``(loss, status)``: from logits only a masked class with positive weight gives inf."""
+    if prm.from_logits and loss == _INF:
+        return _INF, TARGET_MASKED
+    return loss * prm.scale, OK
 
 
 @njit(**_jit)
@@ -144,17 +169,20 @@ def _cce_index_row(p, y, prm, w):
     s = _check_pred(p, prm)
     if s != OK:
         return _NAN, s
-    lse = _lse(p) if prm.from_logits else 0.0
+    m, l = _lse(p) if prm.from_logits else (0.0, 0.0)
     e = prm.smoothing
     loss = 0.0
-    if e < 1.0:
-        loss = (1.0 - e) * _weight(w, y) * _neglog(p, y, lse, prm)
+    wy = (1.0 - e) * _weight(w, y)
+    if wy != 0.0:  # a zero weight skips the term (0 log 0 = 0)
+        loss = wy * _neglog(p, y, m, l, prm)
     if e > 0.0:
         acc = 0.0
         for c in range(n):
-            acc += _weight(w, c) * _neglog(p, c, lse, prm)
+            wc = _weight(w, c)
+            if wc != 0.0:
+                acc += wc * _neglog(p, c, m, l, prm)
         loss += e / n * acc
-    return loss * prm.scale, OK
+    return _logit_loss(loss, prm)
 
 
 @njit(**_jit)
@@ -174,28 +202,35 @@ def _cce_dense_row(p, t, prm, w):
     s = _check_pred(p, prm)
     if s != OK:
         return _NAN, s
-    lse = _lse(p) if prm.from_logits else 0.0
+    m, l = _lse(p) if prm.from_logits else (0.0, 0.0)
     e = prm.smoothing
     loss = 0.0
     for c in range(n):
-        tc = float(t[c]) * (1.0 - e) + e / n
-        if tc != 0.0:
-            loss += _weight(w, c) * tc * _neglog(p, c, lse, prm)
-    return loss * prm.scale, OK
+        q = _weight(w, c) * (float(t[c]) * (1.0 - e) + e / n)
+        if q != 0.0:  # a zero weight skips the term (0 log 0 = 0)
+            loss += q * _neglog(p, c, m, l, prm)
+    return _logit_loss(loss, prm)
 
 
 @njit(**_jit)
 def _bce_term(x, t, pw, prm):
-    """One BCE component ``-[pw t log p + (1-t) log(1-p)]``.
+    """One BCE component ``-[pw t log p + (1-t) log(1-p)]``; a part whose weight is 0 is
+    skipped (``0 log 0 = 0``: one log for hard targets, never NaN).
 
-    From logits: ``(1-t) x + (1 + (pw-1) t) (log1p(exp(-|x|)) + max(-x, 0))``.
-    From probabilities, a term whose target weight is 0 is skipped (one log for hard targets).
+    From logits (PyTorch's ``(1-t) x + (1 + (pw-1) t) (sp + max(-x, 0))`` rearranged into
+    parts >= 0, so nothing cancels): ``pw t (sp + max(-x, 0)) + (1-t) (sp + max(x, 0))``,
+    ``sp = log1p(exp(-|x|))``; ``x = -inf`` is ``p = 0``.
     """
+    q = pw * t
     if prm.from_logits:
-        return (1.0 - t) * x + (1.0 + (pw - 1.0) * t) * (fm.log1p(fm.exp(-abs(x))) + _max(-x, 0.0))
+        sp = fm.log1p(fm.exp(-abs(x)))
+        acc = q * (sp + _max(-x, 0.0)) if q != 0.0 else 0.0
+        if t != 1.0:
+            acc += (1.0 - t) * (sp + _max(x, 0.0))
+        return acc
     acc = 0.0
-    if t != 0.0:
-        acc += pw * t * _log(x, prm)
+    if q != 0.0:
+        acc += q * _log(x, prm)
     if t != 1.0:
         acc += (1.0 - t) * _log1m(x, prm)
     return -acc
@@ -206,6 +241,14 @@ def _bce_finish(acc, n, prm):
     if prm.mean:
         acc /= n
     return acc * prm.scale
+
+
+@njit(**_jit)
+def _bce_general(acc, n, prm):
+    """``(loss, status)`` of a general-path BCE row (``_logit_loss``'s masked rule)."""
+    if prm.from_logits and acc == _INF:
+        return _INF, TARGET_MASKED
+    return _bce_finish(acc, n, prm), OK
 
 
 @njit(**_jit)
@@ -225,7 +268,7 @@ def _bce_index_row(p, y, prm, pw):
     acc = 0.0
     for c in range(n):
         acc += _bce_term(float(p[c]), on if c == y else off, _weight(pw, c), prm)
-    return _bce_finish(acc, n, prm), OK
+    return _bce_general(acc, n, prm)
 
 
 @njit(**_jit)
@@ -246,7 +289,7 @@ def _bce_dense_row(p, t, prm, pw):
     for c in range(n):
         tc = float(t[c]) * (1.0 - e) + e / 2.0
         acc += _bce_term(float(p[c]), tc, _weight(pw, c), prm)
-    return _bce_finish(acc, n, prm), OK
+    return _bce_general(acc, n, prm)
 
 
 @njit(**_jit)
@@ -298,23 +341,29 @@ def _prob_status(v, a, n):
 
 @njit(**_jit)
 def _logit_max(v, a, n):
-    """``(max, all finite)`` of a logit row in one pass."""
+    """``(max, first arg max, all valid)`` of a logit row in one pass (-inf is valid: masked)."""
     m = -_INF
-    fin = True
+    am = a
+    ok = True
     for c in range(a, a + n):
         x = float(v[c])
+        am = c if x > m else am
         m = x if x > m else m
-        fin &= abs(x) < _INF
-    return m, fin
+        ok &= _logit_ok(x)
+    return m, am, ok
 
 
 @njit(**_jit)
-def _sum_exp(v, a, n, m):
-    """``sum_c exp(x_c - m)`` over a row (vectorised exp, reassociated sum)."""
+def _log1p_rest(v, a, n, m, am):
+    """``log1p(sum_{c != am} exp(x_c - m))``: the log-sum-exp less ``m``, without the
+    ``e^0 = 1`` of the arg max ``am`` (so tiny sums are kept; see ``_lse``)."""
+    if m == -_INF:
+        return 0.0
     s = 0.0
     for c in range(a, a + n):
-        s += fm.exp(float(v[c]) - m)
-    return s
+        e = fm.exp(float(v[c]) - m)
+        s += e if c != am else 0.0
+    return fm.log1p(s)
 
 
 @njit(**_ijit)
@@ -361,11 +410,14 @@ def _fast_cce_prob_index(v, a, n, y, prm):
 
 @njit(**_jit)
 def _fast_cce_logit_index(v, a, n, y, prm):
-    """``m + log sum_c exp(x_c - m) - x_y``."""
-    m, fin = _logit_max(v, a, n)
-    if not fin:
+    """``(m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))``; inf if ``x_y = -inf``."""
+    m, am, ok = _logit_max(v, a, n)
+    if not ok:
         return _NAN, PRED_NONFINITE
-    return (m - float(v[a + y])) + fm.log(_sum_exp(v, a, n, m)), OK
+    xy = float(v[a + y])
+    if xy == -_INF:
+        return _INF, TARGET_MASKED
+    return fm.add(m - xy, _log1p_rest(v, a, n, m, am)), OK
 
 
 @njit(**_jit)
@@ -383,25 +435,22 @@ def _fast_bce_prob_index(v, a, n, y, prm):
 @njit(**_jit)
 def _fast_bce_logit_index(v, a, n, y, prm):
     """``sum_c max(x_c, 0) - x_c t_c + log1p(exp(-|x_c|))`` with ``t`` one-hot at ``y``."""
-    fin = True
+    ok = True
     acc = 0.0
     for c in range(n):
         x = float(v[a + c])
-        fin &= abs(x) < _INF
+        ok &= _logit_ok(x)
         acc += _softplus_term(x, 1.0 if c == y else 0.0)
-    if not fin:
+    if not ok:
         return _NAN, PRED_NONFINITE
-    return acc, OK
+    return acc, (OK if acc < _INF else TARGET_MASKED)
 
 
 @njit(**_ijit)
 def _bce_hard(p, on, lo, hi, logmin):
-    """``-log p`` if ``on`` else ``-log(1 - p)`` (clipped), with a single log:
-    ``log1p(-p) = log(1 - p) + (-p - ((1 - p) - 1)) / (1 - p)``."""
-    pc = _clip(p, lo, hi)
-    q = pc if on else 1.0 - pc
-    corr = 0.0 if (on | (q == 0.0)) else (-pc - (q - 1.0)) / q
-    return -_max(fm.log(q) + corr, logmin)
+    """``-log p`` if ``on`` else ``-log(1 - p)`` (clipped), with a single log
+    (``_fastmath.log_or_log1m``, exact for tiny ``p``)."""
+    return -_max(fm.log_or_log1m(_clip(p, lo, hi), on), logmin)
 
 
 @njit(**_ijit)
@@ -415,8 +464,10 @@ def _bce_soft(p, t, lo, hi, logmin):
 
 @njit(**_ijit)
 def _softplus_term(x, t):
-    """BCE from a logit: ``max(x, 0) - x t + log1p(exp(-|x|))``."""
-    return _max(x, 0.0) - x * t + fm.log1p(fm.exp(-abs(x)))
+    """BCE from a logit: ``max(x, 0) - x t + log1p(exp(-|x|))``, as the parts >= 0
+    ``t max(-x, 0) + (1 - t) max(x, 0) + sp`` (zero-weight parts skipped: ``x = -inf`` is p = 0)."""
+    lin = (t * _max(-x, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(x, 0.0) if t != 1.0 else 0.0)
+    return fm.add(lin, fm.log1p(fm.exp(-abs(x))))
 
 
 @njit(**_jit)
@@ -437,19 +488,24 @@ def _fast_cce_prob_dense(v, a, t, b, n, prm):
 
 @njit(**_jit)
 def _fast_cce_logit_dense(v, a, t, b, n, prm):
-    """``sum_c t_c (lse - x_c)`` over classes with ``t_c != 0``, ``lse`` max-shifted."""
+    """``sum_c t_c (m - x_c) + T log1p(sum_{c != argmax} exp(x_c - m))`` over ``t_c != 0``,
+    ``T = sum_c t_c`` (parts >= 0: no cancellation); inf if a class with ``t_c > 0`` is masked."""
     s = _cce_target_status(t, b, n)
     if s != OK:
         return _NAN, s
-    m, fin = _logit_max(v, a, n)
-    if not fin:
+    m, am, ok = _logit_max(v, a, n)
+    if not ok:
         return _NAN, PRED_NONFINITE
-    lse = m + fm.log(_sum_exp(v, a, n, m))
     acc = 0.0
+    tsum = 0.0
     for c in range(n):
         tc = float(t[b + c])
-        acc += tc * (lse - float(v[a + c])) if tc != 0.0 else 0.0
-    return acc, OK
+        tsum += tc
+        x = float(v[a + c])
+        acc += tc * ((m - x) if x > -_INF else _INF) if tc != 0.0 else 0.0
+    if acc == _INF:
+        return _INF, TARGET_MASKED
+    return fm.add(acc, tsum * _log1p_rest(v, a, n, m, am)), OK
 
 
 @njit(**_jit)
@@ -488,15 +544,15 @@ def _fast_bce_logit_dense(v, a, t, b, n, prm):
     s, _ = _bce_target_status(t, b, n)
     if s != OK:
         return _NAN, s
-    fin = True
+    ok = True
     acc = 0.0
     for c in range(n):
         x = float(v[a + c])
-        fin &= abs(x) < _INF
+        ok &= _logit_ok(x)
         acc += _softplus_term(x, float(t[b + c]))
-    if not fin:
+    if not ok:
         return _NAN, PRED_NONFINITE
-    return acc, OK
+    return acc, (OK if acc < _INF else TARGET_MASKED)
 
 
 @njit(**_jit)
@@ -571,7 +627,7 @@ def _fast_dense(pv, po, pc, tv, to, tc, prm, out, status):
 # the kernels allocate nothing.
 
 _BLOCK = 256
-_NROW = 4 * _BLOCK  # per-row scratch: S, R, T, M
+_NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M, A
 
 
 @njit(**_ijit)
@@ -593,9 +649,10 @@ def _flat_pred_ok(v, a0, a1, from_logits):
     """True when every value in ``v[a0:a1]`` is a valid prediction (one vectorised pass)."""
     bad = False
     V = v[a0:a1]  # a view indexed from 0: no negative-index wraparound, so the loop vectorises
-    if from_logits:
+    if from_logits:  # NaN or +inf (-inf masks a class)
         for k in range(V.shape[0]):
-            bad |= not (abs(float(V[k])) < _INF)
+            x = float(V[k])
+            bad |= (x != x) | (x == _INF)
     else:
         for k in range(V.shape[0]):
             x = V[k]
@@ -606,10 +663,10 @@ def _flat_pred_ok(v, a0, a1, from_logits):
 @njit(**_jit)
 def _row_pred_status(v, a, n, from_logits):
     if from_logits:
-        fin = True
+        ok = True
         for c in range(a, a + n):
-            fin &= abs(float(v[c])) < _INF
-        return OK if fin else PRED_NONFINITE
+            ok &= _logit_ok(float(v[c]))
+        return OK if ok else PRED_NONFINITE
     return _prob_status(v, a, n)
 
 
@@ -636,42 +693,70 @@ def _rsum(X, shift, po, pc, r0, r1, S):
 
 
 @njit(**_jit)
-def _rmax(v, po, pc, r0, r1, M):
-    """``M_j = max of row r0 + j`` (-inf for an empty row); dense rows: strided passes."""
+def _rmax(v, po, pc, r0, r1, M, A):
+    """``M_j = max of row r0 + j`` (-inf for an empty row) and ``A_j`` the value index of
+    its first arg max (relative to the row start); dense rows: strided passes."""
     nb = r1 - r0
     for j in range(nb):
         M[j] = -_INF
+        A[j] = 0.0
     if pc >= 0:
         base = r0 * pc
         for c in range(pc):
             for j in range(nb):
                 x = float(v[_u(base + j * pc + c)])
+                A[j] = float(c) if x > M[j] else A[j]
                 M[j] = x if x > M[j] else M[j]
         return
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         m = -_INF
+        am = 0
         for c in range(a, a + n):
             x = float(v[_u(c)])
+            am = c - a if x > m else am
             m = x if x > m else m
         M[i - r0] = m
+        A[i - r0] = float(am)
+
+
+@njit(**_jit)
+def _exp_rest(E, a0, po, pc, r0, r1, A):
+    """``E = exp(E)`` over the block, then 0 at each row's arg max ``A`` (the ``e^0 = 1``
+    that ``log1p`` adds back: see ``_lse``)."""
+    for k in range(E.shape[0]):
+        E[k] = fm.exp(E[k])
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        if n > 0:
+            E[_u(a - a0 + int(A[i - r0]))] = 0.0
 
 
 @njit(**_jit)
 def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s):
-    """``out_i = (R_i + T_i log S_i) * scale`` (or ``S_i`` without the log) for OK rows, else NaN."""
+    """``out_i = (R_i + T_i log1p(S_i)) * scale`` (or ``S_i`` without the log) for OK rows,
+    inf for a masked true class, else NaN."""
     for i in range(r0, r1):
         j = i - r0
-        v = R[j] + T[j] * fm.log(S[j]) if log_s else S[j]
-        out[i] = v * prm.scale if status[i] == OK else _NAN
+        v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
+        _put(out, status, i, v * prm.scale, log_s)
+
+
+@njit(**_ijit)
+def _put(out, status, i, v, logits):
+    """Write row ``i``: ``v`` when OK; from logits an infinite ``v`` is a masked true class."""
+    s = status[i]
+    if logits and s == OK and v == _INF:
+        s = TARGET_MASKED
+        status[i] = s
+    out[i] = v if s == OK else (_INF if s == TARGET_MASKED else _NAN)
 
 
 @njit(**_jit)
 def _bce_rows(out, status, po, pc, r0, r1, S, prm):
     for i in range(r0, r1):
         _, n = _span(po, pc, i)
-        v = _bce_finish(S[i - r0], n, prm)
-        out[i] = v if status[i] == OK else _NAN
+        _put(out, status, i, _bce_finish(S[i - r0], n, prm), prm.from_logits)
 
 
 def _lpe(x):
@@ -687,9 +772,11 @@ def _lpe_impl(x):
 
 @njit(**_ijit)
 def _softplus_t(x, t):
-    """BCE from a logit ``x`` (input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as float64."""
+    """BCE from a logit ``x`` (input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as
+    float64, in the parts >= 0 of ``_softplus_term``."""
     xf = float(x)
-    return (_max(xf, 0.0) - xf * t) + _lpe(x)
+    lin = (t * _max(-xf, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(xf, 0.0) if t != 1.0 else 0.0)
+    return fm.add(lin, _lpe(x))
 
 
 @njit(**_jit)
@@ -737,31 +824,32 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     E = scr[:ne]
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
-    if not prm.bce:  # CCE from logits: (m - x_y) + log sum exp(x - m)
+    if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        _rmax(pv, po, pc, r0, r1, M)
+        A = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
+        _rmax(pv, po, pc, r0, r1, M, A)
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             j = i - r0
-            m = M[j] if status[i] == OK else 0.0
+            m = M[j] if (status[i] == OK) & (M[j] > -_INF) else 0.0  # all masked: any finite m
             for c in range(a, a + n):
                 E[_u(c - a0)] = float(pv[_u(c)]) - m
             R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
             T[j] = 1.0
-        for k in range(ne):
-            E[k] = fm.exp(E[k])
+        _exp_rest(E, a0, po, pc, r0, r1, A)
         _rsum(E, -a0, po, pc, r0, r1, S)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True)
         return
-    if prm.from_logits:  # BCE: sum_c f(x_c, 0) - x_y, f(x, t) = max(x, 0) - x t + log1p(e^-|x|)
+    if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
         V = pv[a0:a1]
         for k in range(ne):
             E[k] = _softplus_t(V[k], 0.0)
-        _rsum(E, -a0, po, pc, r0, r1, S)
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             if status[i] == OK:
-                S[i - r0] -= float(pv[a + y[i]])
+                k = a + y[i]
+                E[k - a0] = _softplus_t(pv[k], 1.0)
+        _rsum(E, -a0, po, pc, r0, r1, S)
     else:  # BCE from probabilities, hard one-hot targets: one log per class
         V = pv[a0:a1]
         for k in range(ne):
@@ -812,7 +900,7 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     cap = scr.shape[0] - _NROW
     need = ne if prm.bce or not prm.from_logits else 2 * ne
     aligned = need <= cap and b1 - b0 == ne
-    if aligned and pc < 0:
+    if aligned and (pc < 0 or tc < 0):  # equal totals do not mean equal rows (issue 11)
         for i in range(r0, r1):
             _, n = _span(po, pc, i)
             _, k = _span(to, tc, i)
@@ -874,18 +962,20 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
     # E holds d, then exp(d); the products t d go to the scratch after E.
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
+    A = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
     F = scr[ne : 2 * ne]
-    _rmax(pv, po, pc, r0, r1, M)
+    _rmax(pv, po, pc, r0, r1, M, A)
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
-        m = M[i - r0] if status[i] == OK else 0.0
+        j = i - r0
+        m = M[j] if (status[i] == OK) & (M[j] > -_INF) else 0.0  # all masked: any finite m
         for c in range(a - a0, a - a0 + n):
             E[_u(c)] = float(V[_u(c)]) - m
     for k in range(ne):
         tk = float(Tb[k])
         e = E[k]
         F[k] = tk * e if tk != 0.0 else 0.0
-        E[k] = fm.exp(e)
+    _exp_rest(E, a0, po, pc, r0, r1, A)
     _rsum(F, -a0, po, pc, r0, r1, R)
     for j in range(r1 - r0):
         R[j] = -R[j]

@@ -29,10 +29,19 @@ def max_classes(pred) -> int:
 
 
 def weights(w, name: str, n_classes: int, *, scalar_ok: bool) -> np.ndarray:
-    """``class_weight``/``pos_weight`` as a float64 vector (empty: none; one entry: broadcast)."""
+    """``class_weight``/``pos_weight`` as a float64 vector (empty: none; one entry: broadcast).
+
+    Weights that are all exactly 1 change nothing, so they come back empty: the same kernel
+    then runs as without them and the result is bit for bit the same (``pos_weight=1.0``
+    must never change a number). A vector longer than the rows is accepted and class ``c``
+    uses ``w[c]``: rows may be ragged, and one batch of a file may hold only short rows,
+    so "longer than this batch's rows" is not an error (README, "Formulas and conventions")."""
     if w is None:
         return np.empty(0, dtype=np.float64)
-    arr = np.asarray(w, dtype=np.float64)
+    try:
+        arr = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must hold numbers, got {w!r}") from None
     if arr.ndim == 0:
         if not scalar_ok:
             raise InvalidInputError(f"{name} must be a vector with one weight per class")
@@ -45,6 +54,8 @@ def weights(w, name: str, n_classes: int, *, scalar_ok: bool) -> np.ndarray:
         raise InvalidInputError(
             f"{name} has {arr.size} entries but rows have up to {n_classes} classes"
         )
+    if np.all(arr == 1.0):
+        return np.empty(0, dtype=np.float64)
     return arr
 
 
@@ -79,6 +90,9 @@ def describe(status: int, i: int, pred, target, prm) -> tuple[str, str]:
         return "target", f"pred has {p.size} values, target has {t.size}"
     if status == losses.EMPTY_ROW:
         return "pred", "an empty list"
+    if status == losses.TARGET_MASKED:
+        masked = np.flatnonzero(p == -np.inf)
+        return "pred", f"logit -inf at class {int(masked[0]) if masked.size else '?'}, which the target counts"
     return "", ""
 
 
