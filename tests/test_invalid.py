@@ -28,7 +28,7 @@ CASES = [
     ("prob_above_1", "cce", _bad_pred(3, 1.5, 1), Y, {}, 3, ["outside [0, 1]", "1.5", "class 1"]),
     ("prob_negative", "bce", _bad_pred(0, -0.1), Y, {}, 0, ["outside [0, 1]", "-0.1"]),
     ("nan_logit", "cce", _bad_pred(1, np.nan), Y, {"from_logits": True}, 1, ["NaN or infinite"]),
-    ("inf_logit", "bce", _bad_pred(2, -np.inf), T, {"from_logits": True}, 2, ["NaN or infinite"]),
+    ("inf_logit", "bce", _bad_pred(2, np.inf), T, {"from_logits": True}, 2, ["NaN or infinite"]),
     ("label_too_big", "cce", P, np.array([1, 0, 2, 0]), {}, 2, ["class index out of range", "label 2", "target"]),
     ("label_negative", "cce", P, np.array([1, -1, 0, 0]), {}, 1, ["class index out of range", "label -1"]),
     ("label_neg_not_ignored", "cce", P, np.array([1, -1, 0, 0]), {"ignore_index": -100}, 1, ["out of range"]),

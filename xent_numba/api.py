@@ -45,6 +45,8 @@ def score(
     reduce: str = "sum",
     on_invalid: str = "error",
     device: str = "cpu",
+    normalize: bool = False,
+    weight=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every row; return ``(losses, status)``.
 
@@ -54,12 +56,21 @@ def score(
     """
     if on_invalid not in losses.ON_INVALID:
         raise InvalidInputError(f"on_invalid must be 'error' or 'nan'; got {on_invalid!r}")
+    if normalize and (loss != "cce" or from_logits):
+        raise InvalidInputError("normalize=True applies to CCE from probabilities only")
+    if weight is not None and loss != "bce":
+        raise InvalidInputError("weight= (per-element weights) applies to BCE; CCE takes class_weight=")
+    if loss == "bce" and class_weight is not None:
+        raise InvalidInputError("class_weight applies to CCE; BCE takes weight= and pos_weight=")
     if backend.is_device_array(pred) or backend.is_device_array(target):
+        if normalize:
+            raise InvalidInputError("normalize=True is not supported for GPU device arrays")
         from . import gpu  # GPU inputs imply device="cuda"; the results stay on the GPU
 
         return gpu.score_device(
             loss, pred, target, from_logits=from_logits, log_base=log_base, eps=eps,
-            label_smoothing=label_smoothing, class_weight=class_weight, pos_weight=pos_weight,
+            label_smoothing=label_smoothing, class_weight=class_weight if weight is None else weight,
+            pos_weight=pos_weight,
             ignore_index=ignore_index, reduce=reduce, on_invalid=on_invalid,
         )
     n = _rows(pred)
@@ -69,6 +80,9 @@ def score(
     for start, p_piece, t_piece in aligned_slices(pred, target):
         p, p_nulls = as_rows(p_piece, "pred", is_target=False)
         t, t_nulls = as_rows(t_piece, "target", is_target=True)
+        p_in = p  # error messages quote the values as given
+        if normalize:
+            p = validate.normalized(p)
         if out is None:
             dtype = _result_dtype(p)
             out = np.empty(n, dtype=dtype)
@@ -87,8 +101,12 @@ def score(
         if m == 0:
             continue
         n_classes = validate.max_classes(p)
-        w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
-        pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True)
+        rows = (n, start, m)
+        if loss == "bce":  # the kernels' w: BCE's per-element weight, CCE's class weight
+            w = validate.weights(weight, "weight", n_classes, scalar_ok=True, rows=rows)
+        else:
+            w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
+        pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True, rows=rows)
         o, s = out[start : start + m], status[start : start + m]
         engine.run(p, t, prm, w, pw, o, s)
         nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
@@ -96,7 +114,7 @@ def score(
             s[nulls] = losses.NULL_ROW
             o[nulls] = np.nan
         if on_invalid == "error":
-            validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start)
+            validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start)
     if out is None:  # zero rows: the dtype follows the input when it can be read
         dtype = np.float64
         try:
@@ -119,6 +137,7 @@ def cce(
     ignore_index: int | None = None,
     on_invalid: str = "error",
     device: str = "cpu",
+    normalize: bool = False,
 ) -> np.ndarray:
     """Categorical cross-entropy per row: one exclusive choice among C classes.
 
@@ -131,7 +150,9 @@ def cce(
     soft, each row summing to 1) in the same layout as ``pred``. ``class_weight`` scales
     class c by ``w_c`` (PyTorch). Rows whose index equals ``ignore_index`` give NaN.
     ``eps`` is a number or a preset ("auto", "keras", "torch", "sklearn", "none"); see
-    ``xent_numba.losses``. Returns one loss per row, float64 for float64 input, else float32.
+    ``xent_numba.losses``. ``normalize=True`` divides each probability row by its sum first
+    (Keras' convention; off by default, as in PyTorch and scikit-learn >= 1.5). Returns one
+    loss per row, float64 for float64 input, else float32.
     """
     out, _ = score(
         "cce",
@@ -145,6 +166,7 @@ def cce(
         ignore_index=ignore_index,
         on_invalid=on_invalid,
         device=device,
+        normalize=normalize,
     )
     return out
 
@@ -161,6 +183,7 @@ def bce(
     pos_weight=None,
     on_invalid: str = "error",
     device: str = "cpu",
+    weight=None,
 ) -> np.ndarray:
     """Binary cross-entropy per row: C independent yes/no questions, summed or averaged.
 
@@ -170,7 +193,9 @@ def bce(
     (divided by C with ``reduce="mean"``). ``target``: dense 0/1 (multi-hot) or soft targets
     in [0, 1] in the layout of ``pred``, or (N,) class indices read as one-hot rows.
     From logits the stable form ``max(x,0) - x t + log1p(exp(-|x|))`` is used (PyTorch's form
-    with ``pos_weight``). Returns one loss per row, float64 for float64 input, else float32.
+    with ``pos_weight``). ``weight`` multiplies component c of a row (shape (C,) or (N, C),
+    PyTorch's ``BCELoss(weight=)``); ``pos_weight`` may be a number, (C,) or (N, C).
+    Returns one loss per row, float64 for float64 input, else float32.
     """
     out, _ = score(
         "bce",
@@ -184,6 +209,7 @@ def bce(
         reduce=reduce,
         on_invalid=on_invalid,
         device=device,
+        weight=weight,
     )
     return out
 

@@ -252,8 +252,9 @@ def _bce_general(acc, n, prm):
 
 
 @njit(**_jit)
-def _bce_index_row(p, y, prm, pw):
-    """BCE against the one-hot vector of class ``y``, summed or averaged over the C components."""
+def _bce_index_row(p, y, prm, w, pw):
+    """BCE against the one-hot vector of class ``y``, summed or averaged over the C components;
+    component ``c`` times its element weight ``w_c`` (PyTorch's ``BCELoss(weight=)``)."""
     n = p.shape[0]
     if n == 0:
         return _NAN, EMPTY_ROW
@@ -267,13 +268,16 @@ def _bce_index_row(p, y, prm, pw):
     on = 1.0 - e + off
     acc = 0.0
     for c in range(n):
-        acc += _bce_term(float(p[c]), on if c == y else off, _weight(pw, c), prm)
+        wc = _weight(w, c)
+        if wc != 0.0:  # a zero weight skips the component (0 log 0 = 0)
+            acc += wc * _bce_term(float(p[c]), on if c == y else off, _weight(pw, c), prm)
     return _bce_general(acc, n, prm)
 
 
 @njit(**_jit)
-def _bce_dense_row(p, t, prm, pw):
-    """BCE against dense targets in [0, 1], ``t' = t(1-e) + e/2``, summed or averaged."""
+def _bce_dense_row(p, t, prm, w, pw):
+    """BCE against dense targets in [0, 1], ``t' = t(1-e) + e/2``, component ``c`` times its
+    element weight ``w_c``, summed or averaged."""
     n = p.shape[0]
     if n == 0:
         return _NAN, EMPTY_ROW
@@ -288,14 +292,16 @@ def _bce_dense_row(p, t, prm, pw):
     acc = 0.0
     for c in range(n):
         tc = float(t[c]) * (1.0 - e) + e / 2.0
-        acc += _bce_term(float(p[c]), tc, _weight(pw, c), prm)
+        wc = _weight(w, c)
+        if wc != 0.0:
+            acc += wc * _bce_term(float(p[c]), tc, _weight(pw, c), prm)
     return _bce_general(acc, n, prm)
 
 
 @njit(**_jit)
 def _index_row(p, y, prm, w, pw):
     if prm.bce:
-        return _bce_index_row(p, y, prm, pw)
+        return _bce_index_row(p, y, prm, w, pw)
     return _cce_index_row(p, y, prm, w)
 
 
@@ -304,7 +310,7 @@ def _dense_row(p, t, prm, w, pw):
     if p.shape[0] != t.shape[0]:
         return _NAN, LENGTH
     if prm.bce:
-        return _bce_dense_row(p, t, prm, pw)
+        return _bce_dense_row(p, t, prm, w, pw)
     return _cce_dense_row(p, t, prm, w)
 
 
@@ -1017,11 +1023,17 @@ def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr):
             _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
 
 
+@njit(**_ijit)
+def _wrow(w, i):
+    """Row ``i``'s weights: ``w`` is ``(1, k)`` (one vector for every row) or ``(N, C)``."""
+    return w[i] if w.shape[0] > 1 else w[0]
+
+
 @njit(**_pjit)
 def _dense_index(P, y, prm, w, pw, out, status):
     """Rows of a dense ``(N, C)`` array against integer targets ``y`` (N,)."""
     for i in prange(P.shape[0]):
-        v, s = _index_row(P[i], y[i], prm, w, pw)
+        v, s = _index_row(P[i], y[i], prm, _wrow(w, i), _wrow(pw, i))
         out[i] = v
         status[i] = s
 
@@ -1030,7 +1042,7 @@ def _dense_index(P, y, prm, w, pw, out, status):
 def _dense_dense(P, T, prm, w, pw, out, status):
     """Rows of a dense ``(N, C)`` array against dense targets ``(N, C)``."""
     for i in prange(P.shape[0]):
-        v, s = _dense_row(P[i], T[i], prm, w, pw)
+        v, s = _dense_row(P[i], T[i], prm, _wrow(w, i), _wrow(pw, i))
         out[i] = v
         status[i] = s
 
@@ -1039,7 +1051,7 @@ def _dense_dense(P, T, prm, w, pw, out, status):
 def _ragged_index(pv, po, y, prm, w, pw, out, status):
     """Ragged rows ``pv[po[i]:po[i+1]]`` against integer targets ``y`` (N,)."""
     for i in prange(po.shape[0] - 1):
-        v, s = _index_row(pv[po[i] : po[i + 1]], y[i], prm, w, pw)
+        v, s = _index_row(pv[po[i] : po[i + 1]], y[i], prm, _wrow(w, i), _wrow(pw, i))
         out[i] = v
         status[i] = s
 
@@ -1048,7 +1060,7 @@ def _ragged_index(pv, po, y, prm, w, pw, out, status):
 def _ragged_dense(pv, po, tv, to, prm, w, pw, out, status):
     """Ragged rows against ragged dense targets ``tv[to[i]:to[i+1]]``."""
     for i in prange(po.shape[0] - 1):
-        v, s = _dense_row(pv[po[i] : po[i + 1]], tv[to[i] : to[i + 1]], prm, w, pw)
+        v, s = _dense_row(pv[po[i] : po[i + 1]], tv[to[i] : to[i + 1]], prm, _wrow(w, i), _wrow(pw, i))
         out[i] = v
         status[i] = s
 
@@ -1063,6 +1075,12 @@ def _flat(layout):
         vals = np.ascontiguousarray(layout.values)
         return vals.reshape(-1), _NO_OFFSETS, vals.shape[1]
     return layout.values, layout.offsets, -1
+
+
+def _as_rows(w):
+    """Weights as a float64 ``(rows, k)`` array: a vector (or none) is one row for every row."""
+    w = np.asarray(w, dtype=np.float64)
+    return w if w.ndim == 2 else w.reshape(1, -1)
 
 
 _LAUNCH_LOCK = threading.Lock()
@@ -1089,7 +1107,8 @@ def run(pred, target, prm, w, pw, out, status):
 
 
 def _run(pred, target, prm, w, pw, out, status):
-    if prm.smoothing == 0.0 and w.shape[0] == 0 and pw.shape[0] == 0:
+    w, pw = _as_rows(w), _as_rows(pw)
+    if prm.smoothing == 0.0 and w.size == 0 and pw.size == 0:
         pv, po, pc = _flat(pred)
         n = out.shape[0]
         narrow = (pc if pc >= 0 else (po[n] - po[0]) / max(n, 1)) <= _NARROW

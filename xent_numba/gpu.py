@@ -175,7 +175,9 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
                 tt = k[11] if c == yy else k[10]
             else:
                 tt = tv * (1.0 - e) + e / 2.0
-            acc += bce_term(x, tt, weight(pw, ki[1], c), k)
+            ew = weight(w, ki[0], c)  # BCE's per-element weight rides in the class-weight slot
+            if ew != 0.0:
+                acc += ew * bce_term(x, tt, weight(pw, ki[1], c), k)
         elif LOGITS:
             # s = sum exp(x - m) over the classes seen but the first arg max (its e^0 = 1 is
             # added back by log1p at the end: nothing cancels for a dominant class)
@@ -766,7 +768,10 @@ def run(pred, target, prm, w, pw, out, status):
     """``cpu.run``'s contract on the GPU: score host layouts into host ``out``/``status``.
 
     Each calling thread has its own pinned buffers and stream, so the pipeline's two GPU
-    threads overlap."""
+    threads overlap. Per-row ``(N, C)`` weights are scored on the CPU only."""
+    for a, name in ((w, "weight"), (pw, "pos_weight")):
+        if np.ndim(a) == 2 and np.shape(a)[0] > 1:
+            raise InvalidInputError(f"per-row {name} of shape (N, C) is not supported on the GPU; use device='cpu'")
     with _LAUNCH:
         _stager().score(pred, target, prm, w, pw, out, status)
 
@@ -873,7 +878,8 @@ def score_device(loss, pred, target, *, on_invalid="error", class_weight=None, p
     dtype = np.float64 if p.dtype == np.float64 else np.float32
     prm = losses.make_params(loss, dtype=dtype, **options)
     c = p.shape[1]
-    w = validate.weights(class_weight, "class_weight", c, scalar_ok=False)
+    bce = loss == "bce"  # for BCE the class-weight slot carries api's per-element ``weight``
+    w = validate.weights(class_weight, "weight" if bce else "class_weight", c, scalar_ok=bce)
     pw = validate.weights(pos_weight, "pos_weight", c, scalar_ok=True)
     out = cuda.device_array(n, dtype=dtype, stream=stream)
     status = cuda.device_array(n, dtype=np.int8, stream=stream)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import losses
-from .arrow import Dense
+from .arrow import Dense, Ragged
 from .errors import InvalidInputError
 
 
@@ -28,8 +28,11 @@ def max_classes(pred) -> int:
     return int(lengths.max()) if lengths.size else 0
 
 
-def weights(w, name: str, n_classes: int, *, scalar_ok: bool) -> np.ndarray:
-    """``class_weight``/``pos_weight`` as a float64 vector (empty: none; one entry: broadcast).
+def weights(w, name: str, n_classes: int, *, scalar_ok: bool, rows=None) -> np.ndarray:
+    """``class_weight``/``pos_weight``/``weight`` as a float64 vector (empty: none; one entry:
+    broadcast), or, where ``rows = (n_total, start, m)`` is given, a per-row ``(N, C)`` array
+    (PyTorch's shapes for ``pos_weight`` and ``BCELoss(weight=)``), sliced to rows
+    ``start : start + m``.
 
     Weights that are all exactly 1 change nothing, so they come back empty: the same kernel
     then runs as without them and the result is bit for bit the same (``pos_weight=1.0``
@@ -46,8 +49,19 @@ def weights(w, name: str, n_classes: int, *, scalar_ok: bool) -> np.ndarray:
         if not scalar_ok:
             raise InvalidInputError(f"{name} must be a vector with one weight per class")
         arr = arr.reshape(1)
+    if arr.ndim == 2 and rows is not None:
+        n_total, start, m = rows
+        if arr.shape[0] != n_total or arr.shape[1] < n_classes:
+            raise InvalidInputError(
+                f"{name} of shape {arr.shape} must be (N, C) = ({n_total}, {n_classes}) or (C,)"
+            )
+        arr = arr[start : start + m]
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise InvalidInputError(f"{name} must hold finite weights >= 0")
+        return np.empty(0) if np.all(arr == 1.0) else np.ascontiguousarray(arr)
     if arr.ndim != 1:
-        raise InvalidInputError(f"{name} must be 1-D, got shape {arr.shape}")
+        what = "1-D or (N, C)" if rows is not None else "1-D"
+        raise InvalidInputError(f"{name} must be {what}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise InvalidInputError(f"{name} must hold finite weights >= 0")
     if (arr.size > 1 or not scalar_ok) and arr.size < n_classes:
@@ -117,3 +131,29 @@ def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0
         detail=detail,
     )
 
+
+
+def normalized(layout):
+    """Each probability row divided by its sum (``normalize=True``, Keras' CCE convention).
+
+    The sums are taken in float64 and the result keeps the input's float width. Rows whose
+    sum is 0, negative or not finite are left as they are, so the kernel's value checks
+    still report them (a negative or NaN entry names its class)."""
+    vals = layout.values
+    if isinstance(layout, Dense):
+        v = vals.astype(np.float64)
+        s = v.sum(axis=1, keepdims=True)
+        good = np.isfinite(s) & (s > 0)
+        v = np.divide(v, s, out=v, where=good)
+        return Dense(v.astype(vals.dtype, copy=False))
+    offs = np.asarray(layout.offsets, dtype=np.int64)
+    o0, o1 = int(offs[0]), int(offs[-1])
+    v = vals[o0:o1].astype(np.float64)
+    lengths = np.diff(offs)
+    sums = np.zeros(lengths.size)
+    nonempty = lengths > 0
+    if v.size:
+        sums[nonempty] = np.add.reduceat(v, offs[:-1][nonempty] - o0)
+    good = np.isfinite(sums) & (sums > 0)
+    per_value = np.repeat(np.where(good, sums, 1.0), lengths)
+    return Ragged((v / per_value).astype(vals.dtype, copy=False), offs - o0)
