@@ -17,7 +17,12 @@ Speed: ``exp``/``log`` come from ``_fastmath`` (no library calls), so the loops 
 row's classes vectorise; ``fastmath`` allows reassociation (vectorised sums) but never
 ``nnan``/``ninf``, and no ``contract`` here (an FMA formed in a vector body but not in
 the scalar remainder would make a score depend on where a batch was split; the FMAs inside
-``_fastmath`` keep their own flags). The common case (no label smoothing, no weights) has one lean row
+``_fastmath`` keep their own flags). Reassociation must not cross a sum of two parts that are
+each >= 0 but of very different size (``(m - x_y) + log1p(rest)`` of a confident row), so
+those sums go through ``_fastmath.add``, which is compiled without it.
+
+From logits ``-inf`` is a masked class (probability 0), NaN and ``+inf`` are invalid; a
+masked class that the target counts gives ``inf`` with status ``TARGET_MASKED``. The common case (no label smoothing, no weights) has one lean row
 function per mode (``_fast_*``); options fall back to the general row functions.
 """
 
@@ -633,7 +638,7 @@ def _fast_dense(pv, po, pc, tv, to, tc, prm, out, status):
 # the kernels allocate nothing.
 
 _BLOCK = 256
-_NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M, A
+_NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M, K
 
 
 @njit(**_ijit)
@@ -652,18 +657,22 @@ def _block_span(po, pc, r0, r1):
 
 @njit(**_jit)
 def _flat_pred_ok(v, a0, a1, from_logits):
-    """True when every value in ``v[a0:a1]`` is a valid prediction (one vectorised pass)."""
+    """``(ok, masked)`` over ``v[a0:a1]`` in one vectorised pass: every value is a valid
+    prediction; some logit is ``-inf`` (a masked class: the rows then take the slower
+    finish that can flag ``TARGET_MASKED``)."""
     bad = False
+    masked = False
     V = v[a0:a1]  # a view indexed from 0: no negative-index wraparound, so the loop vectorises
     if from_logits:  # NaN or +inf (-inf masks a class)
         for k in range(V.shape[0]):
             x = float(V[k])
             bad |= (x != x) | (x == _INF)
+            masked |= x == -_INF
     else:
         for k in range(V.shape[0]):
             x = V[k]
             bad |= (x < 0.0) | (x > 1.0) | (x != x)
-    return not bad
+    return not bad, masked
 
 
 @njit(**_jit)
@@ -699,70 +708,80 @@ def _rsum(X, shift, po, pc, r0, r1, S):
 
 
 @njit(**_jit)
-def _rmax(v, po, pc, r0, r1, M, A):
-    """``M_j = max of row r0 + j`` (-inf for an empty row) and ``A_j`` the value index of
-    its first arg max (relative to the row start); dense rows: strided passes."""
+def _rmax(v, po, pc, r0, r1, M):
+    """``M_j = max of row r0 + j`` (-inf for an empty row); dense rows: strided passes."""
     nb = r1 - r0
     for j in range(nb):
         M[j] = -_INF
-        A[j] = 0.0
     if pc >= 0:
         base = r0 * pc
         for c in range(pc):
             for j in range(nb):
                 x = float(v[_u(base + j * pc + c)])
-                A[j] = float(c) if x > M[j] else A[j]
                 M[j] = x if x > M[j] else M[j]
         return
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         m = -_INF
-        am = 0
         for c in range(a, a + n):
             x = float(v[_u(c)])
-            am = c - a if x > m else am
             m = x if x > m else m
         M[i - r0] = m
-        A[i - r0] = float(am)
 
 
 @njit(**_jit)
-def _exp_rest(E, a0, po, pc, r0, r1, A):
-    """``E = exp(E)`` over the block, then 0 at each row's arg max ``A`` (the ``e^0 = 1``
-    that ``log1p`` adds back: see ``_lse``)."""
+def _exp_rest(E, Z, a0, po, pc, r0, r1, S, K):
+    """From ``E = x - m`` (per row): ``S_j = sum exp(x - m)`` over the classes below the row
+    max plus ``(number of maxima) - 1``, i.e. the sum without one ``e^0 = 1`` (which
+    ``log1p`` adds back: see ``_lse``). Two flat vectorised sums (``Z`` counts the maxima);
+    a per-row arg max would cost a dependent select per value."""
     for k in range(E.shape[0]):
-        E[k] = fm.exp(E[k])
-    for i in range(r0, r1):
-        a, n = _span(po, pc, i)
-        if n > 0:
-            E[_u(a - a0 + int(A[i - r0]))] = 0.0
+        d = E[k]
+        Z[k] = 1.0 if d == 0.0 else 0.0
+        E[k] = fm.exp(d) if d < 0.0 else 0.0
+    _rsum(E, -a0, po, pc, r0, r1, S)
+    _rsum(Z, -a0, po, pc, r0, r1, K)
+    for j in range(r1 - r0):
+        S[j] += _max(K[j] - 1.0, 0.0)  # ties: the other maxima count 1 each
 
 
 @njit(**_jit)
-def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s):
+def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s, masked):
     """``out_i = (R_i + T_i log1p(S_i)) * scale`` (or ``S_i`` without the log) for OK rows,
-    inf for a masked true class, else NaN."""
+    inf for a masked true class (only where the block has a ``-inf`` logit), else NaN."""
+    if masked:
+        for i in range(r0, r1):
+            j = i - r0
+            v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
+            _put(out, status, i, v * prm.scale, log_s)
+        return
     for i in range(r0, r1):
         j = i - r0
         v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
-        _put(out, status, i, v * prm.scale, log_s)
+        out[i] = v * prm.scale if status[i] == OK else _NAN
 
 
 @njit(**_ijit)
 def _put(out, status, i, v, logits):
     """Write row ``i``: ``v`` when OK; from logits an infinite ``v`` is a masked true class."""
     s = status[i]
-    if logits and s == OK and v == _INF:
-        s = TARGET_MASKED
-        status[i] = s
+    masked = logits & (s == OK) & (v == _INF)
+    s = TARGET_MASKED if masked else s
+    status[i] = s  # stored unconditionally, so the loop around stays branch-free (vectorised)
     out[i] = v if s == OK else (_INF if s == TARGET_MASKED else _NAN)
 
 
 @njit(**_jit)
-def _bce_rows(out, status, po, pc, r0, r1, S, prm):
+def _bce_rows(out, status, po, pc, r0, r1, S, prm, masked):
+    if masked:
+        for i in range(r0, r1):
+            _, n = _span(po, pc, i)
+            _put(out, status, i, _bce_finish(S[i - r0], n, prm), prm.from_logits)
+        return
     for i in range(r0, r1):
         _, n = _span(po, pc, i)
-        _put(out, status, i, _bce_finish(S[i - r0], n, prm), prm.from_logits)
+        v = _bce_finish(S[i - r0], n, prm)
+        out[i] = v if status[i] == OK else _NAN
 
 
 def _lpe(x):
@@ -803,7 +822,7 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     if ne > cap:  # wider rows than the scratch holds
         _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
         return
-    flat_ok = _flat_pred_ok(pv, a0, a1, prm.from_logits)
+    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     ign = prm.has_ignore and not prm.bce
     for i in range(r0, r1):  # branch-free row checks
         _, n = _span(po, pc, i)
@@ -831,9 +850,12 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
+        if 2 * ne > cap:  # E and the maxima count Z
+            _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
+            return
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        A = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
-        _rmax(pv, po, pc, r0, r1, M, A)
+        K = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
+        _rmax(pv, po, pc, r0, r1, M)
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             j = i - r0
@@ -842,9 +864,8 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
                 E[_u(c - a0)] = float(pv[_u(c)]) - m
             R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
             T[j] = 1.0
-        _exp_rest(E, a0, po, pc, r0, r1, A)
-        _rsum(E, -a0, po, pc, r0, r1, S)
-        _finish_rows(out, status, r0, r1, S, R, T, prm, True)
+        _exp_rest(E, scr[ne : 2 * ne], a0, po, pc, r0, r1, S, K)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
     if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
         V = pv[a0:a1]
@@ -866,7 +887,7 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
                 k = a + y[i]
                 E[k - a0] = _bce_hard(float(pv[k]), True, prm.lo, prm.hi, prm.logmin)
         _rsum(E, -a0, po, pc, r0, r1, S)
-    _bce_rows(out, status, po, pc, r0, r1, S, prm)
+    _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
 
 
 @njit(**_jit)
@@ -937,7 +958,8 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
                 else:
                     s = _cce_target_status(tv, a + d, n)
                 status[i] = s
-    if not _flat_pred_ok(pv, a0, a1, prm.from_logits):
+    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
+    if not flat_ok:
         for i in range(r0, r1):
             if status[i] == OK:
                 a, n = _span(po, pc, i)
@@ -955,7 +977,7 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
             for k in range(ne):
                 E[k] = _bce_soft(float(V[k]), float(Tb[k]), prm.lo, prm.hi, prm.logmin)
         _rsum(E, -a0, po, pc, r0, r1, S)
-        _bce_rows(out, status, po, pc, r0, r1, S, prm)
+        _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
         return
     if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
         for k in range(ne):
@@ -963,14 +985,14 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
             lp = _clog(float(V[k]), prm.lo, prm.hi, prm.logmin)
             E[k] = -(tk * lp) if tk != 0.0 else 0.0
         _rsum(E, -a0, po, pc, r0, r1, S)
-        _finish_rows(out, status, r0, r1, S, S, T, prm, False)
+        _finish_rows(out, status, r0, r1, S, S, T, prm, False, False)
         return
     # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
     # E holds d, then exp(d); the products t d go to the scratch after E.
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-    A = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
+    K = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
     F = scr[ne : 2 * ne]
-    _rmax(pv, po, pc, r0, r1, M, A)
+    _rmax(pv, po, pc, r0, r1, M)
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         j = i - r0
@@ -981,12 +1003,11 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
         tk = float(Tb[k])
         e = E[k]
         F[k] = tk * e if tk != 0.0 else 0.0
-    _exp_rest(E, a0, po, pc, r0, r1, A)
     _rsum(F, -a0, po, pc, r0, r1, R)
     for j in range(r1 - r0):
         R[j] = -R[j]
-    _rsum(E, -a0, po, pc, r0, r1, S)
-    _finish_rows(out, status, r0, r1, S, R, T, prm, True)
+    _exp_rest(E, F, a0, po, pc, r0, r1, S, K)  # F is free again: the maxima count
+    _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
 
 
 def _chunks(n_blocks):

@@ -57,6 +57,7 @@ class ScoreOptions:
             log_base=self.log_base,
             eps=self.eps,
             label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
             reduce=self.bce_reduce,
         )
 
