@@ -32,6 +32,7 @@ PAD = cpu._NARROW + 8  # classes appended for the "wide" path, at a logit far be
 def _cce_logit_rows():
     rows = [[g, 0.0, -1.0] for g in GAPS] + [[0.0, -g, -g - 3.0] for g in GAPS]
     rows += [[g, g - 50.0, -np.inf] for g in (3.0, 30.0)]  # a masked class drops out
+    rows += [[30.0, 30.0, -1.0], [2.0, 2.0, 2.0], [1.0, 5.0, 5.0]]  # tied maxima
     return [np.array(r) for r in rows], [0] * len(rows)
 
 

@@ -59,7 +59,7 @@ from .losses import (
 
 _BLOCK = 256
 _NARROW = 64  # mean classes per row up to which rows are scored in blocks (``cpu.run``)
-_NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M, K
+_NROW = 4 * _BLOCK  # per-row scratch: S, R, T, M
 
 
 @njit(**_ijit)
@@ -150,20 +150,39 @@ def _rmax(v, po, pc, r0, r1, M):
         M[i - r0] = m
 
 
+@njit(**_ijit)
+def _row_shift(s, m):
+    """The ``m`` subtracted from a row's logits: its max for a scored row, 0 for a row whose
+    classes are all masked (every ``x - m`` is then ``-inf``), NaN for an invalid row (no
+    ``x - m`` is then 0, so ``_exp_rest`` counts the maxima of scored rows only)."""
+    if s != OK:
+        return _NAN
+    return m if m > -_INF else 0.0
+
+
 @njit(**_jit)
-def _exp_rest(E, Z, a0, po, pc, r0, r1, S, K):
-    """From ``E = x - m`` (per row): ``S_j = sum exp(x - m)`` over the classes below the row
-    max plus ``(number of maxima) - 1``, i.e. the sum without one ``e^0 = 1`` (which
-    ``log1p`` adds back: see ``cpu_rows._lse``). Two flat vectorised sums (``Z`` counts the
-    maxima); a per-row arg max would cost a dependent select per value."""
+def _exp_rest(E, a0, po, pc, r0, r1, S, v, M, status, expected):
+    """From ``E = x - m`` (per row): ``S_j = sum exp(x - m)`` over every class but one row
+    max, i.e. the sum without one ``e^0 = 1`` (which ``log1p`` adds back: see
+    ``cpu_rows._lse``). One flat vectorised pass zeroes the maxima (``d = 0``) and counts
+    them; only a block whose count differs from ``expected`` (one per scored row) has ties,
+    and only there are the other maxima added back row by row (a per-row arg max in the
+    hot loop would cost a dependent select per value)."""
+    nz = 0.0
     for k in range(E.shape[0]):
         d = E[k]
-        Z[k] = 1.0 if d == 0.0 else 0.0
+        nz += 1.0 if d == 0.0 else 0.0
         E[k] = fm.exp(d) if d < 0.0 else 0.0
     _rsum(E, -a0, po, pc, r0, r1, S)
-    _rsum(Z, -a0, po, pc, r0, r1, K)
-    for j in range(r1 - r0):
-        S[j] += _max(K[j] - 1.0, 0.0)  # ties: the other maxima count 1 each
+    if nz != expected:  # ties: the other maxima count 1 each
+        for i in range(r0, r1):
+            j = i - r0
+            if (status[i] == OK) & (M[j] > -_INF):
+                a, n = _span(po, pc, i)
+                cnt = 0.0
+                for c in range(a, a + n):
+                    cnt += 1.0 if float(v[c]) == M[j] else 0.0
+                S[j] += cnt - 1.0
 
 
 @njit(**_jit)
@@ -271,21 +290,19 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
-        if 2 * ne > cap:  # E and the maxima count Z
-            _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
-            return
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        K = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
         _rmax(pv, po, pc, r0, r1, M)
+        expected = 0.0
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             j = i - r0
-            m = M[j] if (status[i] == OK) & (M[j] > -_INF) else 0.0  # all masked: any finite m
+            m = _row_shift(status[i], M[j])
+            expected += 1.0 if m == M[j] else 0.0
             for c in range(a, a + n):
                 E[_u(c - a0)] = float(pv[_u(c)]) - m
             R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
             T[j] = 1.0
-        _exp_rest(E, scr[ne : 2 * ne], a0, po, pc, r0, r1, S, K)
+        _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
     if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
@@ -411,13 +428,14 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
     # E holds d, then exp(d); the products t d go to the scratch after E.
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-    K = scr[cap + 4 * _BLOCK : cap + 5 * _BLOCK]
     F = scr[ne : 2 * ne]
     _rmax(pv, po, pc, r0, r1, M)
+    expected = 0.0
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         j = i - r0
-        m = M[j] if (status[i] == OK) & (M[j] > -_INF) else 0.0  # all masked: any finite m
+        m = _row_shift(status[i], M[j])
+        expected += 1.0 if m == M[j] else 0.0
         for c in range(a - a0, a - a0 + n):
             E[_u(c)] = float(V[_u(c)]) - m
     for k in range(ne):
@@ -427,7 +445,7 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     _rsum(F, -a0, po, pc, r0, r1, R)
     for j in range(r1 - r0):
         R[j] = -R[j]
-    _exp_rest(E, F, a0, po, pc, r0, r1, S, K)  # F is free again: the maxima count
+    _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
     _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
 
 
