@@ -307,13 +307,24 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         return
     if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
         V = pv[a0:a1]
-        for k in range(ne):
-            E[k] = _softplus_t(V[k], 0.0)
-        for i in range(r0, r1):
-            a, n = _span(po, pc, i)
-            if status[i] == OK:
-                k = a + y[i]
-                E[k - a0] = _softplus_t(pv[k], 1.0)
+        if 2 * ne > cap:  # no room for the one-hot targets: the per-row form
+            for k in range(ne):
+                E[k] = _softplus_t(V[k], 0.0)
+            for i in range(r0, r1):
+                a, n = _span(po, pc, i)
+                if status[i] == OK:
+                    k = a + y[i]
+                    E[k - a0] = _softplus_t(pv[k], 1.0)
+        else:  # the one-hot targets spelled out, then one vectorised pass
+            Y = scr[ne : 2 * ne]
+            for k in range(ne):
+                Y[k] = 0.0
+            for i in range(r0, r1):
+                a, n = _span(po, pc, i)
+                if status[i] == OK:
+                    Y[a + y[i] - a0] = 1.0
+            for k in range(ne):
+                E[k] = _softplus_t(V[k], Y[k])
         _rsum(E, -a0, po, pc, r0, r1, S)
     else:  # BCE from probabilities, hard one-hot targets: one log per class
         V = pv[a0:a1]
