@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit, prange
 
 from . import _fastmath as fm
