@@ -28,7 +28,9 @@ def clip_policy(eps, dtype):
     if eps in ("auto", "sklearn"):
         e = float(np.finfo(dtype).eps)
         return e, 1 - e, -np.inf
-    if eps == "keras":
+    if eps == "keras":  # Keras clips in the input dtype: float32 gives [1e-7, 1 - 2**-23]
+        if np.dtype(dtype) == np.float32:
+            return float(np.float32(1e-7)), 1 - 2**-23, -np.inf
         return 1e-7, 1 - 1e-7, -np.inf
     if eps == "torch":
         return 0.0, 1.0, -100.0
@@ -168,3 +170,88 @@ def class_sums(labels, values):
     k = int(labels[ok].max()) + 1 if ok.any() else 0
     return (np.bincount(labels[ok], weights=values[ok], minlength=k),
             np.bincount(labels[ok], minlength=k))
+
+
+# ---- exact references (mpmath, 60 digits) for the hard rows of tests/test_numerics.py -------
+#
+# The same formulas as above, but every log, exp and sum carried out in 60-digit arithmetic
+# on the exact values of the (float64 or widened float32) inputs, so a loss of 1e-20 is known
+# to all its digits. Clipping uses the float64 bounds the kernels use; a term whose weight is
+# 0 is 0 (0 log 0 = 0); a -inf logit is a class of probability 0.
+
+
+def _mp():
+    import mpmath
+
+    mpmath.mp.dps = 60
+    return mpmath
+
+
+def _mp_log_softmax(row, mp):
+    finite = [mp.mpf(float(x)) for x in row if x != -np.inf]
+    if not finite:
+        return [-mp.inf for _ in row]
+    m = max(finite)
+    lse = m + mp.log(mp.fsum(mp.exp(x - m) for x in finite))
+    return [(-mp.inf if x == -np.inf else mp.mpf(float(x)) - lse) for x in row]
+
+
+def _mp_clipped_logs(row, lo, hi, logmin, mp):
+    lp, l1 = [], []
+    for x in row:
+        p = mp.mpf(min(max(float(x), lo), hi))  # the float64 clip, then exact logs
+        a = mp.log(p) if p > 0 else -mp.inf
+        b = mp.log(1 - p) if p < 1 else -mp.inf
+        lp.append(max(a, logmin))
+        l1.append(max(b, logmin))
+    return lp, l1
+
+
+def exact_cce(row, target, *, from_logits=False, eps="auto", dtype=np.float64, label_smoothing=0.0,
+              class_weight=None, normalize=False):
+    """CCE of one row to 60 digits, as a float (inf when a counted class has probability 0)."""
+    mp = _mp()
+    c = len(row)
+    if normalize and not from_logits:
+        s = mp.fsum(mp.mpf(float(x)) for x in row)
+        row = [float(mp.mpf(float(x)) / s) for x in row]
+        row = np.asarray(row, dtype=dtype)
+    if from_logits:
+        lp = _mp_log_softmax(row, mp)
+    else:
+        lo, hi, logmin = clip_policy(eps, dtype)
+        lp, _ = _mp_clipped_logs(row, lo, hi, logmin, mp)
+    t = _dense_target(target, c) * (1 - label_smoothing) + label_smoothing / c
+    w = np.ones(c) if class_weight is None else np.asarray(class_weight, float)[:c]
+    acc = mp.mpf(0)
+    for k in range(c):
+        q = mp.mpf(float(w[k])) * mp.mpf(float(t[k]))
+        if q != 0:
+            acc -= q * lp[k]
+    return float(acc)
+
+
+def exact_bce(row, target, *, from_logits=False, eps="auto", dtype=np.float64, label_smoothing=0.0,
+              pos_weight=None, weight=None, reduce="sum"):
+    """BCE of one row to 60 digits, as a float; ``weight`` multiplies each component."""
+    mp = _mp()
+    c = len(row)
+    t = _dense_target(target, c) * (1 - label_smoothing) + label_smoothing / 2
+    pw = np.ones(c) if pos_weight is None else np.broadcast_to(np.asarray(pos_weight, float), (c,))
+    ew = np.ones(c) if weight is None else np.broadcast_to(np.asarray(weight, float), (c,))
+    if from_logits:  # log sigmoid(x) = -log(1 + e^-x); a -inf logit is p = 0
+        lp = [-mp.log1p(mp.exp(-mp.mpf(float(x)))) if x != -np.inf else -mp.inf for x in row]
+        l1 = [-mp.log1p(mp.exp(mp.mpf(float(x)))) if x != -np.inf else mp.mpf(0) for x in row]
+    else:
+        lo, hi, logmin = clip_policy(eps, dtype)
+        lp, l1 = _mp_clipped_logs(row, lo, hi, logmin, mp)
+    acc = mp.mpf(0)
+    for k in range(c):
+        tk = mp.mpf(float(t[k]))
+        a = mp.mpf(float(pw[k])) * tk
+        b = 1 - tk
+        term = (a * lp[k] if a != 0 else 0) + (b * l1[k] if b != 0 else 0)
+        e = mp.mpf(float(ew[k]))
+        acc -= e * term if e != 0 else 0
+    v = float(acc)
+    return v / c if reduce == "mean" else v

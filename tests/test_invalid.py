@@ -9,6 +9,7 @@ import pytest
 
 import xent_numba as xn
 from tests import reference as ref
+from xent_numba import losses
 
 P = np.array([[0.2, 0.8], [0.5, 0.5], [0.6, 0.4], [0.1, 0.9]])
 Y = np.array([1, 0, 1, 0])
@@ -28,7 +29,7 @@ CASES = [
     ("prob_above_1", "cce", _bad_pred(3, 1.5, 1), Y, {}, 3, ["outside [0, 1]", "1.5", "class 1"]),
     ("prob_negative", "bce", _bad_pred(0, -0.1), Y, {}, 0, ["outside [0, 1]", "-0.1"]),
     ("nan_logit", "cce", _bad_pred(1, np.nan), Y, {"from_logits": True}, 1, ["NaN or infinite"]),
-    ("inf_logit", "bce", _bad_pred(2, -np.inf), T, {"from_logits": True}, 2, ["NaN or infinite"]),
+    ("inf_logit", "bce", _bad_pred(2, np.inf), T, {"from_logits": True}, 2, ["NaN or infinite"]),
     ("label_too_big", "cce", P, np.array([1, 0, 2, 0]), {}, 2, ["class index out of range", "label 2", "target"]),
     ("label_negative", "cce", P, np.array([1, -1, 0, 0]), {}, 1, ["class index out of range", "label -1"]),
     ("label_neg_not_ignored", "cce", P, np.array([1, -1, 0, 0]), {"ignore_index": -100}, 1, ["out of range"]),
@@ -165,3 +166,20 @@ def test_chunked_error_uses_global_row():
     pred = pa.chunked_array([pa.array([[0.5, 0.5]] * 3), pa.array([[0.5, 0.5], [0.5, 1.5]])])
     with pytest.raises(xn.InvalidInputError, match=r"^row 4, column 'pred': probability outside"):
         xn.cce(pred, pa.array([0, 1, 0, 1, 0]))
+
+
+@pytest.mark.parametrize("loss", ["cce", "bce"])
+@pytest.mark.parametrize("pred_layout", ["numpy", "fixed_size_list"])
+def test_fixed_width_pred_against_list_targets_of_other_lengths(loss, pred_layout):
+    """Issue 11, item 2: equal totals (3 rows x 3 = 3 + 2 + 4) are not equal rows: every
+    layout pairing checks each row's length (the narrow block kernels, too)."""
+    p = np.array([[0.2, 0.3, 0.5]] * 3)
+    rows = [[0.0, 1.0, 0.0], [1.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    target = pa.array(rows)
+    pred = p if pred_layout == "numpy" else pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), 3)
+    for opts in ({}, {"pos_weight": 2.0} if loss == "bce" else {"class_weight": [1.0, 2.0, 1.0]}):
+        _, status = xn.score(loss, pred, target, on_invalid="nan", **opts)
+        assert list(status) == [0, losses.LENGTH, losses.LENGTH], opts
+        with pytest.raises(xn.InvalidInputError, match="differ in length") as err:
+            xn.score(loss, pred, target, **opts)
+        assert err.value.row == 1

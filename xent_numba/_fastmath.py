@@ -11,7 +11,9 @@ subnormals, 0, 1, +-inf and NaN included (``tests/test_fastmath.py``).
   and gradual underflow to subnormals and 0 come out right);
 - ``log``: fdlibm's ``x = 2^k (1+f)``, ``log(1+f) = 2 atanh(f/(2+f))`` with its minimax
   polynomial; subnormals are scaled by ``2^54`` first;
-- ``log1p``: ``log(1+u)`` plus the rounding correction ``(u - ((1+u) - 1)) / (1+u)``.
+- ``log1p``: ``log(1+u)`` plus the rounding correction ``(u - ((1+u) - 1)) / (1+u)``;
+- ``log_or_log1m``: ``log p`` or ``log(1 - p)`` with one ``log`` call (BCE with 0/1 targets),
+  the second with the same correction.
 
 Only ``contract`` (fused multiply-add) is allowed here; reassociation would undo the
 compensated steps, and NaN/inf handling is kept (no ``nnan``/``ninf``).
@@ -135,6 +137,26 @@ def log1p(u):
     ok = (w != 0.0) & (w < _INF)
     c = (u - (w - 1.0)) / w if ok else 0.0
     return log(w) + c
+
+
+@njit(**_fm)
+def add(a, b):
+    """``a + b`` kept as written: callers built with ``fastmath`` reassociation would turn
+    ``(m - x) + l`` into ``(m + l) - x`` and lose a tiny ``l`` (CCE of a confident row)."""
+    return a + b
+
+
+@njit(**_fm)
+def log_or_log1m(p, on):
+    """``log p`` if ``on`` else ``log(1 - p)`` (exact for tiny ``p``), with a single ``log``:
+    ``log(1 - p) = log(q) + (-p - (q - 1)) / q``, ``q = 1 - p`` rounded.
+
+    The correction lives here, compiled without reassociation, so that a caller built with
+    ``fastmath`` cannot fold ``-p - ((1 - p) - 1)`` to 0 (it did: -log(1 - 1e-13) was off by
+    3e-4 relative)."""
+    q = p if on else 1.0 - p
+    c = 0.0 if (on | (q == 0.0)) else (-p - (q - 1.0)) / q
+    return log(q) + c
 
 
 # ---- float32 ---------------------------------------------------------------------------------

@@ -84,6 +84,8 @@ def score(
     reduce: str = "sum",
     on_invalid: str = "error",
     device: str = "cpu",
+    normalize: bool = False,
+    weight=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every row; return ``(losses, status)``.
 
@@ -100,18 +102,28 @@ def score(
     """
     if on_invalid not in losses.ON_INVALID:
         raise InvalidInputError(f"on_invalid must be 'error' or 'nan'; got {on_invalid!r}")
+    if normalize and (loss not in ("cce", "both") or from_logits):
+        raise InvalidInputError("normalize=True applies to CCE from probabilities only")
+    if weight is not None and loss not in ("bce", "both"):
+        raise InvalidInputError("weight= (per-element weights) applies to BCE; CCE takes class_weight=")
+    if loss == "bce" and class_weight is not None:
+        raise InvalidInputError("class_weight applies to CCE; BCE takes weight= and pos_weight=")
     if loss == "both":
         kw = dict(from_logits=from_logits, log_base=log_base, eps=eps, label_smoothing=label_smoothing,
                   on_invalid=on_invalid, device=device)
-        c_out, c_st = score("cce", pred, target, class_weight=class_weight, ignore_index=ignore_index, **kw)
-        b_out, b_st = score("bce", pred, target, pos_weight=pos_weight, reduce=reduce, **kw)
+        c_out, c_st = score("cce", pred, target, class_weight=class_weight, ignore_index=ignore_index,
+                            normalize=normalize, **kw)
+        b_out, b_st = score("bce", pred, target, pos_weight=pos_weight, reduce=reduce, weight=weight, **kw)
         return {"cce": c_out, "bce": b_out}, {"cce": c_st, "bce": b_st}
     if backend.is_device_array(pred) or backend.is_device_array(target):
+        if normalize:
+            raise InvalidInputError("normalize=True is not supported for GPU device arrays")
         from . import gpu  # GPU inputs imply device="cuda"; the results stay on the GPU
 
         return gpu.score_device(
             loss, pred, target, from_logits=from_logits, log_base=log_base, eps=eps,
-            label_smoothing=label_smoothing, class_weight=class_weight, pos_weight=pos_weight,
+            label_smoothing=label_smoothing, class_weight=class_weight if weight is None else weight,
+            pos_weight=pos_weight,
             ignore_index=ignore_index, reduce=reduce, on_invalid=on_invalid,
         )
     pred, target = coerce(pred), coerce(target)
@@ -123,6 +135,14 @@ def score(
         p, p_nulls = as_rows(p_piece, "pred", is_target=False)
         binary = isinstance(p, Scalar)
         t, t_nulls = as_labels(t_piece, "target") if binary else as_rows(t_piece, "target", is_target=True)
+        p_in = p  # error messages quote the values as given
+        if binary and weight is not None:
+            raise InvalidInputError(
+                "weight= (per-element weights) is not supported for one score per row; "
+                "use pos_weight, or pass pred as (N, 1)"
+            )
+        if normalize and not binary:  # [1-p, p] already sums to 1
+            p = validate.normalized(p)
         if out is None:
             dtype = _result_dtype(p)
             out = np.empty(n, dtype=dtype)
@@ -147,8 +167,12 @@ def score(
                           on_invalid, p_nulls, nulls, start)
             continue
         n_classes = validate.max_classes(p)
-        w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
-        pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True)
+        rows = (n, start, m)
+        if loss == "bce":  # the kernels' w: BCE's per-element weight, CCE's class weight
+            w = validate.weights(weight, "weight", n_classes, scalar_ok=True, rows=rows)
+        else:
+            w = validate.weights(class_weight, "class_weight", n_classes, scalar_ok=False)
+        pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True, rows=rows)
         o, s = out[start : start + m], status[start : start + m]
         p, t, w, pw = canon.kernel_inputs(p, t, w, pw)  # a few compiled signatures cover every input
         engine.run(p, t, prm, w, pw, o, s)
@@ -157,7 +181,7 @@ def score(
             s[nulls] = losses.NULL_ROW
             o[nulls] = np.nan
         if on_invalid == "error":
-            validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start)
+            validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start)
     if out is None:  # zero rows: the dtype follows the input when it can be read
         dtype = np.float64
         try:
@@ -180,6 +204,7 @@ def cce(
     ignore_index: int | None = None,
     on_invalid: str = "error",
     device: str = "cpu",
+    normalize: bool = False,
 ) -> np.ndarray:
     """Categorical cross-entropy per row: one exclusive choice among C classes.
 
@@ -192,7 +217,9 @@ def cce(
     soft, each row summing to 1) in the same layout as ``pred``. ``class_weight`` scales
     class c by ``w_c`` (PyTorch). Rows whose index equals ``ignore_index`` give NaN.
     ``eps`` is a number or a preset ("auto", "keras", "torch", "sklearn", "none"); see
-    ``xent_numba.losses``. Returns one loss per row, float64 for float64 input, else float32.
+    ``xent_numba.losses``. ``normalize=True`` divides each probability row by its sum first
+    (Keras' convention; off by default, as in PyTorch and scikit-learn >= 1.5). Returns one
+    loss per row, float64 for float64 input, else float32.
 
     A 1-D ``pred`` (one number per row, P(y=1) or its logit) is read as the two classes
     ``[1-p, p]`` with index label ``y`` (0/1, bool, or soft in [0, 1]):
@@ -210,6 +237,7 @@ def cce(
         ignore_index=ignore_index,
         on_invalid=on_invalid,
         device=device,
+        normalize=normalize,
     )
     return out
 
@@ -226,6 +254,7 @@ def bce(
     pos_weight=None,
     on_invalid: str = "error",
     device: str = "cpu",
+    weight=None,
 ) -> np.ndarray:
     """Binary cross-entropy per row: C independent yes/no questions, summed or averaged.
 
@@ -235,7 +264,9 @@ def bce(
     (divided by C with ``reduce="mean"``). ``target``: dense 0/1 (multi-hot) or soft targets
     in [0, 1] in the layout of ``pred``, or (N,) class indices read as one-hot rows.
     From logits the stable form ``max(x,0) - x t + log1p(exp(-|x|))`` is used (PyTorch's form
-    with ``pos_weight``). Returns one loss per row, float64 for float64 input, else float32.
+    with ``pos_weight``). ``weight`` multiplies component c of a row (shape (C,) or (N, C),
+    PyTorch's ``BCELoss(weight=)``); ``pos_weight`` may be a number, (C,) or (N, C).
+    Returns one loss per row, float64 for float64 input, else float32.
 
     One score per row: a 1-D ``pred`` (NumPy, or a numeric Arrow Array/ChunkedArray, read
     without a copy) is P(y=1) (or its logit) against (N,) labels: 0/1 integers, bool, or soft
@@ -253,6 +284,7 @@ def bce(
         reduce=reduce,
         on_invalid=on_invalid,
         device=device,
+        weight=weight,
     )
     return out
 

@@ -123,6 +123,7 @@ def score(
     class_weight: Annotated[str | None, typer.Option(help="CCE class weights, comma-separated, one per class.", show_default=False)] = None,
     pos_weight: Annotated[str | None, typer.Option(help="BCE positive-class weight: one number or one per class, comma-separated.", show_default=False)] = None,
     ignore_index: Annotated[int | None, typer.Option(help="CCE: rows with this index label get a null score.", show_default=False)] = None,
+    normalize: Annotated[bool, typer.Option("--normalize", help="CCE from probabilities: divide each row by its sum first (Keras' convention).")] = False,
     bce_reduce: Annotated[Reduce, typer.Option(help="BCE: sum or mean over the C components of a row.")] = Reduce("sum"),
     keep: Annotated[list[str] | None, typer.Option(help="Column carried into the output unchanged (repeatable), e.g. a row id.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (the GPU when one is usable).")] = Device("cpu"),
@@ -183,7 +184,7 @@ def score(
             log_base=_log_base(log_base), eps=_eps(eps), label_smoothing=label_smoothing,
             class_weight=_weights(class_weight, "--class-weight"), pos_weight=_weights(pos_weight, "--pos-weight"),
             ignore_index=ignore_index, bce_reduce=bce_reduce, keep=tuple(keep or ()), device=device,
-            on_invalid=on_invalid,
+            on_invalid=on_invalid, normalize=normalize,
         )
         if not quiet and engine == "local":  # one line on stderr before a (cache-miss) compile
             backend.announce_compiles(lambda m: err_console.print(m, highlight=False, soft_wrap=True))

@@ -52,6 +52,7 @@ _TVALUE = losses.TARGET_VALUE
 _TSUM = losses.TARGET_SUM
 _LENGTH = losses.LENGTH
 _EMPTY = losses.EMPTY_ROW
+_MASKED = losses.TARGET_MASKED
 _SUM_ATOL = losses.DENSE_SUM_RTOL
 _FULL_MASK = 0xFFFFFFFF
 _NF = 6  # float fields of a state kept in shared memory (m, s, a, d, u, acc)
@@ -123,15 +124,22 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
 
         From logits, with ``sp = log1p(exp(-|x|))``: ``q t (sp + max(-x,0)) + (1-t)(sp +
         max(x,0))`` (PyTorch's form rearranged into non-negative parts: no cancellation,
-        so it is accurate in float32). From probabilities a zero-weight term is skipped."""
+        so it is accurate in float32). A part whose weight is 0 is skipped (``0 log 0 = 0``;
+        ``x = -inf`` is ``p = 0``)."""
+        qt = q * t
         if LOGITS:
             zero = FT(0.0)
             sp = math.log1p(math.exp(-abs(x)))
             tt = FT(t)
-            return np.float64(FT(q) * tt * (sp + max(-x, zero)) + (FT(1.0) - tt) * (sp + max(x, zero)))
+            r = zero
+            if qt != 0.0:
+                r += FT(q) * tt * (sp + max(-x, zero))
+            if t != 1.0:
+                r += (FT(1.0) - tt) * (sp + max(x, zero))
+            return np.float64(r)
         acc = 0.0
-        if t != 0.0:
-            acc += q * t * clog(x, k)
+        if qt != 0.0:
+            acc += qt * clog(x, k)
         if t != 1.0:
             acc += (1.0 - t) * clog1m(x, k)
         return -acc
@@ -144,8 +152,8 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
     def step(st, x, tval, c, n, yy, k, w, pw, ki):
         """Fold class ``c`` (prediction ``x``, dense target ``tval``) into a state."""
         f, m, s, a, d, u, acc = st
-        if LOGITS:
-            if not math.isfinite(x):
+        if LOGITS:  # NaN and +inf are invalid; -inf masks the class
+            if x != x or x == math.inf:
                 f |= 1
         elif not (x >= 0.0 and x <= 1.0):
             f |= 2
@@ -167,14 +175,18 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
                 tt = k[11] if c == yy else k[10]
             else:
                 tt = tv * (1.0 - e) + e / 2.0
-            acc += bce_term(x, tt, weight(pw, ki[1], c), k)
+            ew = weight(w, ki[0], c)  # BCE's per-element weight rides in the class-weight slot
+            if ew != 0.0:
+                acc += ew * bce_term(x, tt, weight(pw, ki[1], c), k)
         elif LOGITS:
+            # s = sum exp(x - m) over the classes seen but the first arg max (its e^0 = 1 is
+            # added back by log1p at the end: nothing cancels for a dominant class)
             if x > m:  # the running max grows: rescale s and d (float64, rare)
                 if a != 0.0:
                     d += (np.float64(x) - np.float64(m)) * a
-                s = s * math.exp(np.float64(m) - np.float64(x)) + 1.0
+                s = (s + 1.0) * math.exp(np.float64(m) - np.float64(x)) if m > -math.inf else 0.0
                 m = x
-            else:
+            elif x > -math.inf:
                 s += np.float64(EXP(x - m))
             q = 0.0
             if INDEX:
@@ -185,16 +197,21 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
                 if tt != 0.0:
                     q = weight(w, ki[0], c) * tt
             if q != 0.0:
-                a += q
-                d += q * (np.float64(m) - np.float64(x))
+                if x > -math.inf:
+                    a += q
+                    d += q * (np.float64(m) - np.float64(x))
+                else:
+                    f |= 8  # a masked class with positive weight: the loss is inf
         else:
             if INDEX:
                 if e > 0.0:
-                    acc += weight(w, ki[0], c) * -clog(x, k)
+                    q = weight(w, ki[0], c)
+                    if q != 0.0:
+                        acc += q * -clog(x, k)
             else:
-                tt = tv * (1.0 - e) + e / n
-                if tt != 0.0:
-                    acc += weight(w, ki[0], c) * tt * -clog(x, k)
+                q = weight(w, ki[0], c) * (tv * (1.0 - e) + e / n)
+                if q != 0.0:
+                    acc += q * -clog(x, k)
         return (f, m, s, a, d, u, acc)
 
     @cuda.jit(device=True)
@@ -204,13 +221,16 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
         s = p[2] + q[2]
         d = p[4] + q[4]
         if LOGITS and not BCE:
+            # each s leaves out its own arg max; the merged one leaves out the larger max only
             if q[1] > m:
                 m = q[1]
-            s = 0.0
-            if p[2] != 0.0:
-                s += p[2] * math.exp(np.float64(p[1]) - np.float64(m))
-            if q[2] != 0.0:
-                s += q[2] * math.exp(np.float64(q[1]) - np.float64(m))
+                s = q[2]
+                if p[1] > -math.inf:
+                    s += (p[2] + 1.0) * math.exp(np.float64(p[1]) - np.float64(m))
+            else:
+                s = p[2]
+                if q[1] > -math.inf:
+                    s += (q[2] + 1.0) * math.exp(np.float64(q[1]) - np.float64(m))
             if p[3] != 0.0:
                 d += (np.float64(m) - np.float64(p[1])) * p[3]
             if q[3] != 0.0:
@@ -368,22 +388,30 @@ def _kernels(bce: bool, logits: bool, index: bool, f32: bool, tpb: int, shuffle:
             if k[9] != 0.0:
                 loss /= n
         elif LOGITS:
-            ls = math.log(st[2])
+            if f & 8:
+                return math.inf, _MASKED
+            ls = math.log1p(st[2])  # lse = m + ls; -log p_c = (m - x_c) + ls, both >= 0
             if INDEX:
-                if e < 1.0:
-                    loss = (1.0 - e) * weight(w, ki[0], yy) * ((np.float64(st[1]) + ls) - np.float64(xy))
+                wy = (1.0 - e) * weight(w, ki[0], yy)
+                if wy != 0.0:
+                    if xy == -math.inf:
+                        return math.inf, _MASKED
+                    loss = wy * ((np.float64(st[1]) - np.float64(xy)) + ls)
                 if e > 0.0:
                     loss += e / n * (st[4] + st[3] * ls)
             else:
                 loss = st[4] + st[3] * ls
         else:
             if INDEX:
-                if e < 1.0:
-                    loss = (1.0 - e) * weight(w, ki[0], yy) * -clog(np.float64(xy), k)
+                wy = (1.0 - e) * weight(w, ki[0], yy)
+                if wy != 0.0:
+                    loss = wy * -clog(np.float64(xy), k)
                 if e > 0.0:
                     loss += e / n * st[6]
             else:
                 loss = st[6]
+        if LOGITS and loss == math.inf:  # BCE: a positive target on a -inf logit
+            return math.inf, _MASKED
         return loss * k[0], _OK
 
     @cuda.jit(device=True)
@@ -740,7 +768,10 @@ def run(pred, target, prm, w, pw, out, status):
     """``cpu.run``'s contract on the GPU: score host layouts into host ``out``/``status``.
 
     Each calling thread has its own pinned buffers and stream, so the pipeline's two GPU
-    threads overlap."""
+    threads overlap. Per-row ``(N, C)`` weights are scored on the CPU only."""
+    for a, name in ((w, "weight"), (pw, "pos_weight")):
+        if np.ndim(a) == 2 and np.shape(a)[0] > 1:
+            raise InvalidInputError(f"per-row {name} of shape (N, C) is not supported on the GPU; use device='cpu'")
     with _LAUNCH:
         _stager().score(pred, target, prm, w, pw, out, status)
 
@@ -847,7 +878,8 @@ def score_device(loss, pred, target, *, on_invalid="error", class_weight=None, p
     dtype = np.float64 if p.dtype == np.float64 else np.float32
     prm = losses.make_params(loss, dtype=dtype, **options)
     c = p.shape[1]
-    w = validate.weights(class_weight, "class_weight", c, scalar_ok=False)
+    bce = loss == "bce"  # for BCE the class-weight slot carries api's per-element ``weight``
+    w = validate.weights(class_weight, "weight" if bce else "class_weight", c, scalar_ok=bce)
     pw = validate.weights(pos_weight, "pos_weight", c, scalar_ok=True)
     out = cuda.device_array(n, dtype=dtype, stream=stream)
     status = cuda.device_array(n, dtype=np.int8, stream=stream)

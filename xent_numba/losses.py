@@ -6,15 +6,21 @@ Categorical cross-entropy (one exclusive choice per row, softmax):
 
 where ``w`` is ``class_weight`` (PyTorch: the weight of each class, 1 if not given),
 ``t`` the one-hot (index labels) or dense target, ``\\varepsilon`` the label smoothing.
-From logits, ``\\log p_c = x_c - m - \\log\\sum_k e^{x_k - m}`` with ``m = \\max_k x_k``.
+From logits, ``-\\log p_c = (m - x_c) + \\log1p(\\sum_{k \\ne a} e^{x_k - m})`` with
+``m = x_a = \\max_k x_k`` (``a`` the first arg max): both parts are >= 0, so nothing cancels
+when the true class dominates (``[40, 0, -1]``, class 0: 5.8e-18, not 0). A ``-inf`` logit is
+a masked class (probability 0): it drops out of the sum; if a class with a positive target
+weight is masked the loss is ``inf`` and the row's status is ``TARGET_MASKED``.
 
 Binary cross-entropy (C independent yes/no questions per row, sigmoid), per component:
 
 .. math::  \\ell_c = -[\\,pw_c\\, t'_c \\log p_c + (1 - t'_c) \\log(1 - p_c)\\,], \\qquad t' = t(1-\\varepsilon) + \\varepsilon/2
 
 summed (``reduce="sum"``) or averaged (``reduce="mean"``, Keras) over the row. From logits
-(PyTorch's stable form): ``(1-t')x + (1 + (pw-1)t')(\\log(1+e^{-|x|}) + \\max(-x, 0))``,
-which is ``\\max(x,0) - x t' + \\log(1+e^{-|x|})`` when ``pw = 1``.
+(PyTorch's form, rearranged into non-negative parts so that nothing cancels):
+``pw\\,t' (sp + \\max(-x, 0)) + (1-t') (sp + \\max(x, 0))``, ``sp = \\log(1+e^{-|x|})``;
+a part whose weight is 0 is skipped. A ``-inf`` logit is ``p = 0``; ``+inf`` and NaN are
+invalid.
 
 Every result is divided by ``ln(log_base)``: base 10 gives the "0.523 / 0.887" of the
 worked example, base e gives nats.
@@ -24,13 +30,19 @@ Epsilon policy for probability inputs (``eps=``; logits are never clipped):
 - a number ``e``: probabilities are clipped to ``[e, 1 - e]`` before the log;
 - ``"auto"`` (the default): ``e`` = machine epsilon of the compute dtype (float32:
   1.19e-7, float64: 2.2e-16), as scikit-learn's ``log_loss`` does;
-- ``"keras"``: ``e = 1e-7`` (Keras' ``backend.epsilon()``);
+- ``"keras"``: ``e = 1e-7`` (Keras' ``backend.epsilon()``), clipped in the input's float
+  width as Keras does: for float32 input ``[float32(1e-7), 1 - 2^-23]`` (``1 - 1e-7`` rounds
+  to ``1 - 2^-23`` in float32, so the interval is not symmetric);
 - ``"sklearn"``: the same as ``"auto"``;
 - ``"torch"``: no clipping; every log is clamped at ``-100`` (``F.binary_cross_entropy``);
 - ``"none"``: no clipping at all: a probability of 0 on a counted term gives ``inf``.
 
-Terms whose target weight is exactly 0 are skipped (``0 log 0 = 0``), so BCE with hard
-0/1 targets takes one log per component.
+Terms whose weight is exactly 0 (target, class weight or pos_weight) are skipped
+(``0 log 0 = 0``, never NaN), so BCE with hard 0/1 targets takes one log per component.
+
+float16 input is widened to float32 before scoring and the result is float32, so
+``eps="auto"`` clips at the float32 epsilon (1.19e-7), not float16's (9.8e-4) as
+scikit-learn's ``log_loss`` would: a float16 probability of exactly 0 costs 15.9 nats, not 6.9.
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ TARGET_SUM = 6
 LENGTH = 7
 NULL_ROW = 8
 EMPTY_ROW = 9
+TARGET_MASKED = 10  # from logits: a class with positive target weight has logit -inf; loss inf
 
 REASONS = {
     PRED_NONFINITE: "prediction is NaN or infinite",
@@ -71,6 +84,7 @@ REASONS = {
     LENGTH: "prediction and target rows differ in length",
     NULL_ROW: "row is null",
     EMPTY_ROW: "row has no classes",
+    TARGET_MASKED: "the true class is masked (its logit is -inf): the loss is inf",
 }
 
 
@@ -87,6 +101,31 @@ class Params(NamedTuple):
     has_ignore: bool
     ignore_index: int
     mean: bool  # BCE reduce="mean"
+
+
+def _number(x, name: str) -> float:
+    """A real number option (not a bool, not a string), as a float."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"{name} must be a number, got {x!r}")
+    return float(x)
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def int64_option(x, name: str) -> int:
+    """An integer option that must fit int64: ``1.5`` is refused, not truncated; ``2.0`` is 2."""
+    if isinstance(x, bool):
+        raise InvalidInputError(f"{name} must be an integer, got {x!r}")
+    if isinstance(x, (float, np.floating)):
+        if not (math.isfinite(x) and float(x).is_integer()):
+            raise InvalidInputError(f"{name} must be an integer, got {x!r}")
+        x = int(x)
+    if not isinstance(x, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be an integer, got {x!r}")
+    if not (_INT64.min <= int(x) <= _INT64.max):
+        raise InvalidInputError(f"{name} must fit in a 64-bit integer, got {x!r}")
+    return int(x)
 
 
 def log_scale(log_base: float) -> float:
@@ -108,6 +147,9 @@ def clip_policy(eps, dtype) -> tuple[float, float, float]:
             e = float(np.finfo(dtype).eps)
             return e, 1.0 - e, -math.inf
         if name == "keras":
+            if np.dtype(dtype) == np.float32:  # Keras clips in the input's dtype
+                e32 = np.float32(1e-7)
+                return float(e32), float(np.float32(1.0) - e32), -math.inf
             return 1e-7, 1.0 - 1e-7, -math.inf
         if name == "torch":
             return 0.0, 1.0, TORCH_LOG_FLOOR
@@ -119,6 +161,10 @@ def clip_policy(eps, dtype) -> tuple[float, float, float]:
             raise InvalidInputError(
                 f"eps must be a number in [0, 0.5) or one of {', '.join(EPS_PRESETS)}; got {eps!r}"
             ) from None
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(
+            f"eps must be a number in [0, 0.5) or one of {', '.join(EPS_PRESETS)}; got {eps!r}"
+        )
     e = float(eps)
     if not (0.0 <= e < 0.5):
         raise InvalidInputError(f"eps must be in [0, 0.5), got {eps!r}")
@@ -141,10 +187,11 @@ def make_params(
         raise InvalidInputError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     if reduce not in BCE_REDUCE:
         raise InvalidInputError(f"reduce must be 'sum' or 'mean'; got {reduce!r}")
-    smoothing = float(label_smoothing)
+    smoothing = _number(label_smoothing, "label_smoothing")
     if not (0.0 <= smoothing <= 1.0):
         raise InvalidInputError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     lo, hi, logmin = clip_policy(eps, dtype)
+    ignore = None if ignore_index is None else int64_option(ignore_index, "ignore_index")
     return Params(
         bce=loss == "bce",
         from_logits=bool(from_logits),
@@ -153,7 +200,7 @@ def make_params(
         hi=hi,
         logmin=logmin,
         smoothing=smoothing,
-        has_ignore=ignore_index is not None,
-        ignore_index=int(ignore_index) if ignore_index is not None else 0,
+        has_ignore=ignore is not None,
+        ignore_index=ignore if ignore is not None else 0,
         mean=reduce == "mean",
     )

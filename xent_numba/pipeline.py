@@ -44,6 +44,7 @@ class ScoreOptions:
     keep: tuple = ()
     device: str = "cpu"
     on_invalid: str = "error"
+    normalize: bool = False  # CCE from probabilities: rows divided by their sums (Keras)
 
     def __post_init__(self):
         if self.loss not in LOSS_CHOICES:
@@ -61,6 +62,7 @@ class ScoreOptions:
             log_base=self.log_base,
             eps=self.eps,
             label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
             reduce=self.bce_reduce,
         )
 
@@ -77,7 +79,7 @@ class ScoreOptions:
             device=self.device,
         )
         if loss == "cce":
-            kw.update(class_weight=self.class_weight, ignore_index=self.ignore_index)
+            kw.update(class_weight=self.class_weight, ignore_index=self.ignore_index, normalize=self.normalize)
         else:
             kw.update(pos_weight=self.pos_weight, reduce=self.bce_reduce)
         return kw

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import losses
-from .arrow import Dense
+from .arrow import Dense, Ragged
 from .errors import InvalidInputError
 
 
@@ -28,23 +28,48 @@ def max_classes(pred) -> int:
     return int(lengths.max()) if lengths.size else 0
 
 
-def weights(w, name: str, n_classes: int, *, scalar_ok: bool) -> np.ndarray:
-    """``class_weight``/``pos_weight`` as a float64 vector (empty: none; one entry: broadcast)."""
+def weights(w, name: str, n_classes: int, *, scalar_ok: bool, rows=None) -> np.ndarray:
+    """``class_weight``/``pos_weight``/``weight`` as a float64 vector (empty: none; one entry:
+    broadcast), or, where ``rows = (n_total, start, m)`` is given, a per-row ``(N, C)`` array
+    (PyTorch's shapes for ``pos_weight`` and ``BCELoss(weight=)``), sliced to rows
+    ``start : start + m``.
+
+    Weights that are all exactly 1 change nothing, so they come back empty: the same kernel
+    then runs as without them and the result is bit for bit the same (``pos_weight=1.0``
+    must never change a number). A vector longer than the rows is accepted and class ``c``
+    uses ``w[c]``: rows may be ragged, and one batch of a file may hold only short rows,
+    so "longer than this batch's rows" is not an error (README, "Formulas and conventions")."""
     if w is None:
         return np.empty(0, dtype=np.float64)
-    arr = np.asarray(w, dtype=np.float64)
+    try:
+        arr = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must hold numbers, got {w!r}") from None
     if arr.ndim == 0:
         if not scalar_ok:
             raise InvalidInputError(f"{name} must be a vector with one weight per class")
         arr = arr.reshape(1)
+    if arr.ndim == 2 and rows is not None:
+        n_total, start, m = rows
+        if arr.shape[0] != n_total or arr.shape[1] < n_classes:
+            raise InvalidInputError(
+                f"{name} of shape {arr.shape} must be (N, C) = ({n_total}, {n_classes}) or (C,)"
+            )
+        arr = arr[start : start + m]
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise InvalidInputError(f"{name} must hold finite weights >= 0")
+        return np.empty(0) if np.all(arr == 1.0) else np.ascontiguousarray(arr)
     if arr.ndim != 1:
-        raise InvalidInputError(f"{name} must be 1-D, got shape {arr.shape}")
+        what = "1-D or (N, C)" if rows is not None else "1-D"
+        raise InvalidInputError(f"{name} must be {what}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise InvalidInputError(f"{name} must hold finite weights >= 0")
     if (arr.size > 1 or not scalar_ok) and arr.size < n_classes:
         raise InvalidInputError(
             f"{name} has {arr.size} entries but rows have up to {n_classes} classes"
         )
+    if np.all(arr == 1.0):
+        return np.empty(0, dtype=np.float64)
     return arr
 
 
@@ -79,6 +104,9 @@ def describe(status: int, i: int, pred, target, prm) -> tuple[str, str]:
         return "target", f"pred has {p.size} values, target has {t.size}"
     if status == losses.EMPTY_ROW:
         return "pred", "an empty list"
+    if status == losses.TARGET_MASKED:
+        masked = np.flatnonzero(p == -np.inf)
+        return "pred", f"logit -inf at class {int(masked[0]) if masked.size else '?'}, which the target counts"
     return "", ""
 
 
@@ -103,3 +131,29 @@ def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0
         detail=detail,
     )
 
+
+
+def normalized(layout):
+    """Each probability row divided by its sum (``normalize=True``, Keras' CCE convention).
+
+    The sums are taken in float64 and the result keeps the input's float width. Rows whose
+    sum is 0, negative or not finite are left as they are, so the kernel's value checks
+    still report them (a negative or NaN entry names its class)."""
+    vals = layout.values
+    if isinstance(layout, Dense):
+        v = vals.astype(np.float64)
+        s = v.sum(axis=1, keepdims=True)
+        good = np.isfinite(s) & (s > 0)
+        v = np.divide(v, s, out=v, where=good)
+        return Dense(v.astype(vals.dtype, copy=False))
+    offs = np.asarray(layout.offsets, dtype=np.int64)
+    o0, o1 = int(offs[0]), int(offs[-1])
+    v = vals[o0:o1].astype(np.float64)
+    lengths = np.diff(offs)
+    sums = np.zeros(lengths.size)
+    nonempty = lengths > 0
+    if v.size:
+        sums[nonempty] = np.add.reduceat(v, offs[:-1][nonempty] - o0)
+    good = np.isfinite(sums) & (sums > 0)
+    per_value = np.repeat(np.where(good, sums, 1.0), lengths)
+    return Ragged((v / per_value).astype(vals.dtype, copy=False), offs - o0)

@@ -1,0 +1,494 @@
+"""CPU narrow-row kernels: blocks of rows scored as one flat run of values (the speed
+machinery for few classes per row; the formulas themselves are in ``cpu_rows.py``).
+
+Every kernel writes one loss and one status per row, with the numbers of the row
+functions; for float32 inputs the BCE-from-logits term ``log1p(exp(-|x|))`` is computed in
+float32 and summed in float64.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from . import _fastmath as fm
+from .cpu_rows import (
+    _INF,
+    _NAN,
+    _SUM_ATOL,
+    _bce_finish,
+    _bce_hard,
+    _bce_soft,
+    _bce_target_status,
+    _cce_target_status,
+    _clog,
+    _fast_dense_row,
+    _fast_index_row,
+    _ijit,
+    _jit,
+    _logit_ok,
+    _max,
+    _pjit,
+    _prob_status,
+    _span,
+)
+from .losses import (
+    EMPTY_ROW,
+    IGNORED,
+    LABEL_RANGE,
+    OK,
+    PRED_NONFINITE,
+    TARGET_MASKED,
+    TARGET_SUM,
+)
+
+# ---- narrow rows (few classes): work on blocks of rows, vectorised across the block ---------
+#
+# With C = 10 the loop over one row's classes is shorter than a vector, so it runs scalar.
+# Instead a block of ``_BLOCK`` rows is scored as one flat run of values: the per-element
+# terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow (for a
+# dense (N, C) layout as C strided passes across the rows, which vectorise), and the last
+# per-row ``log`` runs vectorised across the rows. Value checks are one flat branch-free
+# pass per block, per row only when it fails. For float32 inputs the costly elementwise
+# terms (BCE from logits) are computed in float32 and summed in float64.
+#
+# The scratch is allocated by the caller (``_scratch``): one row per chunk of blocks, and
+# the kernels allocate nothing.
+
+_BLOCK = 256
+_NARROW = 64  # mean classes per row up to which rows are scored in blocks (``cpu.run``)
+_NROW = 4 * _BLOCK  # per-row scratch: S, R, T, M
+
+
+@njit(**_ijit)
+def _u(i):
+    """An index as unsigned: Numba then skips the negative-index wraparound (which keeps
+    loops from vectorising). Only for indices known to be >= 0."""
+    return np.uint64(i)
+
+
+@njit(**_jit)
+def _block_span(po, pc, r0, r1):
+    if pc >= 0:
+        return r0 * pc, r1 * pc
+    return po[r0], po[r1]
+
+
+@njit(**_jit)
+def _flat_pred_ok(v, a0, a1, from_logits):
+    """``(ok, masked)`` over ``v[a0:a1]`` in one vectorised pass: every value is a valid
+    prediction; some logit is ``-inf`` (a masked class: the rows then take the slower
+    finish that can flag ``TARGET_MASKED``)."""
+    bad = False
+    masked = False
+    V = v[a0:a1]  # a view indexed from 0: no negative-index wraparound, so the loop vectorises
+    if from_logits:  # NaN or +inf (-inf masks a class)
+        for k in range(V.shape[0]):
+            x = float(V[k])
+            bad |= (x != x) | (x == _INF)
+            masked |= x == -_INF
+    else:
+        for k in range(V.shape[0]):
+            x = V[k]
+            bad |= (x < 0.0) | (x > 1.0) | (x != x)
+    return not bad, masked
+
+
+@njit(**_jit)
+def _row_pred_status(v, a, n, from_logits):
+    if from_logits:
+        ok = True
+        for c in range(a, a + n):
+            ok &= _logit_ok(float(v[c]))
+        return OK if ok else PRED_NONFINITE
+    return _prob_status(v, a, n)
+
+
+@njit(**_jit)
+def _rsum(X, shift, po, pc, r0, r1, S):
+    """``S_j = sum of X[a_i + shift : a_i + n_i + shift]`` for rows ``i = r0 + j``.
+
+    Dense rows: C strided passes across the block (vectorised across rows)."""
+    nb = r1 - r0
+    if pc >= 0:
+        base = r0 * pc + shift
+        for j in range(nb):
+            S[j] = 0.0
+        for c in range(pc):
+            for j in range(nb):
+                S[j] += float(X[_u(base + j * pc + c)])
+        return
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        s = 0.0
+        for c in range(a + shift, a + n + shift):
+            s += float(X[_u(c)])
+        S[i - r0] = s
+
+
+@njit(**_jit)
+def _rmax(v, po, pc, r0, r1, M):
+    """``M_j = max of row r0 + j`` (-inf for an empty row); dense rows: strided passes."""
+    nb = r1 - r0
+    for j in range(nb):
+        M[j] = -_INF
+    if pc >= 0:
+        base = r0 * pc
+        for c in range(pc):
+            for j in range(nb):
+                x = float(v[_u(base + j * pc + c)])
+                M[j] = x if x > M[j] else M[j]
+        return
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        m = -_INF
+        for c in range(a, a + n):
+            x = float(v[_u(c)])
+            m = x if x > m else m
+        M[i - r0] = m
+
+
+@njit(**_ijit)
+def _row_shift(s, m):
+    """The ``m`` subtracted from a row's logits: its max for a scored row, 0 for a row whose
+    classes are all masked (every ``x - m`` is then ``-inf``), NaN for an invalid row (no
+    ``x - m`` is then 0, so ``_exp_rest`` counts the maxima of scored rows only)."""
+    if s != OK:
+        return _NAN
+    return m if m > -_INF else 0.0
+
+
+@njit(**_jit)
+def _exp_rest(E, a0, po, pc, r0, r1, S, v, M, status, expected):
+    """From ``E = x - m`` (per row): ``S_j = sum exp(x - m)`` over every class but one row
+    max, i.e. the sum without one ``e^0 = 1`` (which ``log1p`` adds back: see
+    ``cpu_rows._lse``). One flat vectorised pass zeroes the maxima (``d = 0``) and counts
+    them; only a block whose count differs from ``expected`` (one per scored row) has ties,
+    and only there are the other maxima added back row by row (a per-row arg max in the
+    hot loop would cost a dependent select per value)."""
+    nz = 0.0
+    for k in range(E.shape[0]):
+        d = E[k]
+        nz += 1.0 if d == 0.0 else 0.0
+        E[k] = fm.exp(d) if d < 0.0 else 0.0
+    _rsum(E, -a0, po, pc, r0, r1, S)
+    if nz != expected:  # ties: the other maxima count 1 each
+        for i in range(r0, r1):
+            j = i - r0
+            if (status[i] == OK) & (M[j] > -_INF):
+                a, n = _span(po, pc, i)
+                cnt = 0.0
+                for c in range(a, a + n):
+                    cnt += 1.0 if float(v[c]) == M[j] else 0.0
+                S[j] += cnt - 1.0
+
+
+@njit(**_jit)
+def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s, masked):
+    """``out_i = (R_i + T_i log1p(S_i)) * scale`` (or ``S_i`` without the log) for OK rows,
+    inf for a masked true class (only where the block has a ``-inf`` logit), else NaN."""
+    if masked:
+        for i in range(r0, r1):
+            j = i - r0
+            v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
+            _put(out, status, i, v * prm.scale, log_s)
+        return
+    for i in range(r0, r1):
+        j = i - r0
+        v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
+        out[i] = v * prm.scale if status[i] == OK else _NAN
+
+
+@njit(**_ijit)
+def _put(out, status, i, v, logits):
+    """Write row ``i``: ``v`` when OK; from logits an infinite ``v`` is a masked true class."""
+    s = status[i]
+    masked = logits & (s == OK) & (v == _INF)
+    s = TARGET_MASKED if masked else s
+    status[i] = s  # stored unconditionally, so the loop around stays branch-free (vectorised)
+    out[i] = v if s == OK else (_INF if s == TARGET_MASKED else _NAN)
+
+
+@njit(**_jit)
+def _bce_rows(out, status, po, pc, r0, r1, S, prm, masked):
+    if masked:
+        for i in range(r0, r1):
+            _, n = _span(po, pc, i)
+            _put(out, status, i, _bce_finish(S[i - r0], n, prm), prm.from_logits)
+        return
+    for i in range(r0, r1):
+        _, n = _span(po, pc, i)
+        v = _bce_finish(S[i - r0], n, prm)
+        out[i] = v if status[i] == OK else _NAN
+
+
+def _lpe(x):
+    """``log(1 + e^-|x|)`` as a float64 (for jitted code; see the overload)."""
+
+
+@overload(_lpe, jit_options=_ijit)
+def _lpe_impl(x):
+    if x == types.float32:  # float32 inputs: computed in float32 (2x the vector width)
+        return lambda x: float(fm.log1pexp32(x))
+    return lambda x: fm.log1p(fm.exp(-abs(float(x))))
+
+
+@njit(**_ijit)
+def _softplus_t(x, t):
+    """BCE from a logit ``x`` (input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as
+    float64, in the parts >= 0 of ``_softplus_term``."""
+    xf = float(x)
+    lin = (t * _max(-xf, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(xf, 0.0) if t != 1.0 else 0.0)
+    return fm.add(lin, _lpe(x))
+
+
+@njit(**_jit)
+def _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1):
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        v, s = _fast_index_row(pv, a, n, y[i], prm)
+        out[i] = v
+        status[i] = s
+
+
+@njit(**_jit)
+def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` against index labels, vectorised across the block."""
+    a0, a1 = _block_span(po, pc, r0, r1)
+    ne = a1 - a0
+    cap = scr.shape[0] - _NROW
+    if ne > cap:  # wider rows than the scratch holds
+        _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
+        return
+    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
+    ign = prm.has_ignore and not prm.bce
+    for i in range(r0, r1):  # branch-free row checks
+        _, n = _span(po, pc, i)
+        yi = y[i]
+        s = OK
+        s = LABEL_RANGE if (yi < 0) | (yi >= n) else s
+        s = IGNORED if ign & (yi == prm.ignore_index) else s
+        s = EMPTY_ROW if n == 0 else s
+        status[i] = s
+    if not flat_ok:
+        for i in range(r0, r1):
+            if status[i] == OK:
+                a, n = _span(po, pc, i)
+                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+    S = scr[cap : cap + _BLOCK]
+    if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
+        for i in range(r0, r1):
+            a, _ = _span(po, pc, i)
+            S[i - r0] = float(pv[a + y[i]]) if status[i] == OK else 1.0
+        for i in range(r0, r1):
+            v = -_clog(S[i - r0], prm.lo, prm.hi, prm.logmin) * prm.scale
+            out[i] = v if status[i] == OK else _NAN
+        return
+    E = scr[:ne]
+    R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
+    T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
+    if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
+        M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
+        _rmax(pv, po, pc, r0, r1, M)
+        expected = 0.0
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            j = i - r0
+            m = _row_shift(status[i], M[j])
+            expected += 1.0 if m == M[j] else 0.0
+            for c in range(a, a + n):
+                E[_u(c - a0)] = float(pv[_u(c)]) - m
+            R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
+            T[j] = 1.0
+        _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+        return
+    if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
+        V = pv[a0:a1]
+        if 2 * ne > cap:  # no room for the one-hot targets: the per-row form
+            for k in range(ne):
+                E[k] = _softplus_t(V[k], 0.0)
+            for i in range(r0, r1):
+                a, n = _span(po, pc, i)
+                if status[i] == OK:
+                    k = a + y[i]
+                    E[k - a0] = _softplus_t(pv[k], 1.0)
+        else:  # the one-hot targets spelled out, then one vectorised pass
+            Y = scr[ne : 2 * ne]
+            for k in range(ne):
+                Y[k] = 0.0
+            for i in range(r0, r1):
+                a, n = _span(po, pc, i)
+                if status[i] == OK:
+                    Y[a + y[i] - a0] = 1.0
+            for k in range(ne):
+                E[k] = _softplus_t(V[k], Y[k])
+        _rsum(E, -a0, po, pc, r0, r1, S)
+    else:  # BCE from probabilities, hard one-hot targets: one log per class
+        V = pv[a0:a1]
+        for k in range(ne):
+            E[k] = _bce_hard(float(V[k]), False, prm.lo, prm.hi, prm.logmin)
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] == OK:
+                k = a + y[i]
+                E[k - a0] = _bce_hard(float(pv[k]), True, prm.lo, prm.hi, prm.logmin)
+        _rsum(E, -a0, po, pc, r0, r1, S)
+    _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
+
+
+@njit(**_jit)
+def _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        b, k = _span(to, tc, i)
+        v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
+        out[i] = v
+        status[i] = s
+
+
+@njit(**_jit)
+def _flat_target_flags(tv, b0, b1, bce):
+    """``(bad, hard)`` over ``tv[b0:b1]``: some value invalid; every value 0 or 1."""
+    bad = False
+    hard = True
+    T = tv[b0:b1]
+    if bce:
+        for k in range(T.shape[0]):
+            t = T[k]
+            bad |= (t < 0.0) | (t > 1.0) | (t != t)
+            hard &= (t == 0.0) | (t == 1.0)
+    else:
+        for k in range(T.shape[0]):
+            t = float(T[k])
+            bad |= not ((t >= 0.0) & (t < _INF))
+    return bad, hard
+
+
+@njit(**_jit)
+def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` against dense targets, vectorised across the block."""
+    a0, a1 = _block_span(po, pc, r0, r1)
+    b0, b1 = _block_span(to, tc, r0, r1)
+    ne = a1 - a0
+    cap = scr.shape[0] - _NROW
+    need = ne if prm.bce or not prm.from_logits else 2 * ne
+    aligned = need <= cap and b1 - b0 == ne
+    if aligned and (pc < 0 or tc < 0):  # equal totals do not mean equal rows (issue 11)
+        for i in range(r0, r1):
+            _, n = _span(po, pc, i)
+            _, k = _span(to, tc, i)
+            aligned &= n == k
+    if not aligned:  # some row's target length differs, or the rows are too wide
+        _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1)
+        return
+    d = b0 - a0  # target index = pred index + d, for the whole block
+    S = scr[cap : cap + _BLOCK]
+    R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
+    T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
+    E = scr[:ne]
+    bad_t, hard = _flat_target_flags(tv, b0, b1, prm.bce)
+    if not prm.bce:
+        _rsum(tv, d, po, pc, r0, r1, T)
+    for i in range(r0, r1):
+        _, n = _span(po, pc, i)
+        s = OK
+        if not prm.bce:
+            s = TARGET_SUM if abs(T[i - r0] - 1.0) > _SUM_ATOL else s
+        status[i] = EMPTY_ROW if n == 0 else s
+    if bad_t:  # find the rows with an invalid target value
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] != EMPTY_ROW:
+                if prm.bce:
+                    s, _ = _bce_target_status(tv, a + d, n)
+                else:
+                    s = _cce_target_status(tv, a + d, n)
+                status[i] = s
+    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
+    if not flat_ok:
+        for i in range(r0, r1):
+            if status[i] == OK:
+                a, n = _span(po, pc, i)
+                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+    V = pv[a0:a1]
+    Tb = tv[b0:b1]
+    if prm.bce:
+        if prm.from_logits:
+            for k in range(ne):
+                E[k] = _softplus_t(V[k], float(Tb[k]))
+        elif hard:
+            for k in range(ne):
+                E[k] = _bce_hard(float(V[k]), float(Tb[k]) != 0.0, prm.lo, prm.hi, prm.logmin)
+        else:
+            for k in range(ne):
+                E[k] = _bce_soft(float(V[k]), float(Tb[k]), prm.lo, prm.hi, prm.logmin)
+        _rsum(E, -a0, po, pc, r0, r1, S)
+        _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
+        return
+    if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
+        for k in range(ne):
+            tk = float(Tb[k])
+            lp = _clog(float(V[k]), prm.lo, prm.hi, prm.logmin)
+            E[k] = -(tk * lp) if tk != 0.0 else 0.0
+        _rsum(E, -a0, po, pc, r0, r1, S)
+        _finish_rows(out, status, r0, r1, S, S, T, prm, False, False)
+        return
+    # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
+    # E holds d, then exp(d); the products t d go to the scratch after E.
+    M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
+    F = scr[ne : 2 * ne]
+    _rmax(pv, po, pc, r0, r1, M)
+    expected = 0.0
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        j = i - r0
+        m = _row_shift(status[i], M[j])
+        expected += 1.0 if m == M[j] else 0.0
+        for c in range(a - a0, a - a0 + n):
+            E[_u(c)] = float(V[_u(c)]) - m
+    for k in range(ne):
+        tk = float(Tb[k])
+        e = E[k]
+        F[k] = tk * e if tk != 0.0 else 0.0
+    _rsum(F, -a0, po, pc, r0, r1, R)
+    for j in range(r1 - r0):
+        R[j] = -R[j]
+    _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
+    _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+
+
+def _chunks(n_blocks):
+    return max(1, min(n_blocks, 4 * numba.get_num_threads()))
+
+
+def _scratch(n_rows, n_values):
+    """Caller-allocated scratch for the narrow kernels: one row per chunk of blocks."""
+    n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
+    per_block = -(-n_values // max(n_blocks, 1))
+    cap = min(max(4 * per_block, 1), 4 * _BLOCK * _NARROW)
+    return np.empty((_chunks(n_blocks), cap + _NROW))
+
+
+@njit(**_pjit)
+def _narrow_index(pv, po, pc, y, prm, out, status, scr):
+    """Blocks of ``_BLOCK`` rows against index labels (see ``_block_index``)."""
+    n = y.shape[0]
+    nblk = (n + _BLOCK - 1) // _BLOCK
+    nch = scr.shape[0]
+    for j in prange(nch):
+        for b in range(j * nblk // nch, (j + 1) * nblk // nch):
+            _block_index(pv, po, pc, y, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
+
+
+@njit(**_pjit)
+def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr):
+    """Blocks of ``_BLOCK`` rows against dense targets (see ``_block_dense``)."""
+    n = out.shape[0]
+    nblk = (n + _BLOCK - 1) // _BLOCK
+    nch = scr.shape[0]
+    for j in prange(nch):
+        for b in range(j * nblk // nch, (j + 1) * nblk // nch):
+            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
