@@ -41,15 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 import xent_numba as xn  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import best  # noqa: E402  (best of `repeat` runs after a warm-up, as every benchmark here)
 
-def best(fn, repeat):
-    fn()
-    t = float("inf")
-    for _ in range(repeat):
-        s = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - s)
-    return t
 
 
 def in_memory(n, repeat):

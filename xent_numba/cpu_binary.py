@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
 from . import _fastmath as fm
+from .cpu_blocks import _lpe  # log1p(e^-|x|), float32 lanes for float32 logits
+from .cpu_rows import _clip, _max  # selects; inlined, so compiled with this module's flags
 from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, PRED_RANGE, TARGET_VALUE
 
 _INF = math.inf
@@ -38,28 +39,6 @@ _BLOCK = 16384  # rows per parallel work item
 _FASTMATH = False  # no reassociation: it would cancel the log1p correction below (no sums here)
 _jit = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
 _ijit = dict(_jit, inline="always")
-
-
-@njit(**_ijit)
-def _max(a, b):
-    return a if a > b else b
-
-
-@njit(**_ijit)
-def _clip(p, lo, hi):
-    p = p if p > lo else lo
-    return p if p < hi else hi
-
-
-def _lpe(x):
-    """``log(1 + e^-|x|)`` as a float64 (see the overload)."""
-
-
-@overload(_lpe, jit_options=_ijit)
-def _lpe_impl(x):
-    if x == types.float32:  # float32 logits: in float32 (twice the vector width)
-        return lambda x: float(fm.log1pexp32(x))
-    return lambda x: fm.log1p(fm.exp(-abs(float(x))))
 
 
 @njit(**_ijit)
