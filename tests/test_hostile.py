@@ -188,6 +188,21 @@ def test_dash_writes_csv_or_jsonl_to_stdout(tmp_path):
     assert not (tmp_path / "-").exists()
 
 
+def test_a_reader_that_closes_the_pipe_ends_the_run_quietly(tmp_path):
+    """`xent score ... -o - | head -1`: the reader had enough; exit 141 (128 + SIGPIPE), as a
+    shell tool would, with no error message."""
+    src = tmp_path / "in.parquet"
+    dump(src, n=200_000)  # more output than a pipe buffer holds
+    proc = subprocess.Popen([sys.executable, "-m", "xent_numba", "score", str(src), "-o", "-",
+                             "--format", "csv", "--keep", "id", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    assert proc.stdout.readline() == b'"id","cce"\n'
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert b"Error" not in err and b"Traceback" not in err
+
+
 def test_dev_stdout_and_a_fifo_are_written_in_place(tmp_path):
     src = tmp_path / "in.parquet"
     p, y = dump(src, n=40)

@@ -209,6 +209,8 @@ def score(
         if summary_json is not None:
             io.write_text(summary_json, json.dumps(report, indent=2) + "\n", overwrite)
     except InvalidInputError as e:
+        if getattr(e, "pipe_closed", False):  # `-o - | head`: the reader had enough
+            raise typer.Exit(141) from None
         fail(str(e), 2)
     except typer.Exit:
         raise

@@ -386,7 +386,11 @@ def write_error(path, exc: OSError) -> InvalidInputError:
     """An OSError met while writing ``path``, as one clear line."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
         return InvalidInputError(f"{path}: disk full while writing the output; the partial file was removed")
-    return InvalidInputError(f"{path}: cannot write the output ({exc.strerror or exc})")
+    err = InvalidInputError(f"{path}: cannot write the output ({exc.strerror or exc})")
+    # the reader of a pipe went away (`xent score ... -o - | head`): the CLI exits quietly
+    # with 141 (128 + SIGPIPE), as a shell tool killed by SIGPIPE would
+    err.pipe_closed = exc.errno == errno.EPIPE
+    return err
 
 
 def write_text(path, text: str, overwrite: bool) -> None:
