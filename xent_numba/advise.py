@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 
 from . import io, losses
 from .arrow import Ragged, Scalar, as_labels, as_rows, check_lists
+from .columns import _column, resolve_columns
 from .errors import InvalidInputError
 
 SAMPLE_ROWS = 100_000
@@ -583,8 +585,6 @@ def first_batch_warning(batch, cols, opts) -> str | None:
     """The check ``xent score`` runs on its first batch: ``check_fit`` of the advice for
     (at most ``SAMPLE_ROWS`` rows of) ``batch`` against ``opts.loss``/``opts.from_logits``.
     Never raises: the scorer reports bad input itself."""
-    from .pipeline import _column
-
     try:
         if isinstance(batch, pa.Table):
             batch = batch.combine_chunks()
@@ -607,11 +607,9 @@ def advise_file(
     """``advise_arrays`` on the first ``sample_rows`` rows of Parquet files, directories or
     globs, read batch by batch with only the prediction and label columns. ``pred``/``label``
     may be globs over scalar columns (the "wide" layout, one column per class)."""
-    from .pipeline import ScoreOptions, _column, resolve_columns
-
     if sample_rows < 1:
         raise InvalidInputError(f"--sample-rows must be at least 1; got {sample_rows}")
-    opts = ScoreOptions(pred=pred, label=label)
+    opts = SimpleNamespace(pred=pred, label=label, keep=(), losses=())
     preds, labels, got = [], [], 0
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

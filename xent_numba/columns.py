@@ -1,0 +1,177 @@
+"""Input columns: the names a run reads, resolved against each file's schema, one schema the
+files are cast to, and a batch's prediction / label arrays (one column, or the "wide" layout
+of one scalar column per class assembled into a fixed-size list).
+
+Shared by the engines (``pipeline``, ``dask``) and ``advise``; ``opts`` is anything with
+``pred``, ``label``, ``keep`` and ``losses`` (``pipeline.ScoreOptions``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from . import arrow
+from .errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Input columns resolved against a schema: ``pred``/``label`` are lists of names (more
+    than one name: the "wide" layout, one scalar column per class, in column order)."""
+
+    pred: tuple[str, ...]
+    label: tuple[str, ...]
+    keep: tuple[str, ...]
+
+    @property
+    def needed(self) -> list[str]:
+        seen = dict.fromkeys(self.keep + self.pred + self.label)
+        return list(seen)
+
+    def describe(self, role: str) -> str:
+        names = self.pred if role == "pred" else self.label
+        return names[0] if len(names) == 1 else f"{names[0]}..{names[-1]}"
+
+
+def _match(pattern: str, names: list[str], what: str) -> tuple[str, ...]:
+    if pattern in names:
+        return (pattern,)
+    if any(ch in pattern for ch in "*?["):
+        hits = tuple(n for n in names if fnmatch.fnmatchcase(n, pattern))
+        if hits:
+            return hits
+    raise InvalidInputError(
+        f"{what} column {pattern!r} not found; columns are: {', '.join(names)}", column=pattern
+    )
+
+
+def resolve_columns(schema: pa.Schema, opts) -> Columns:
+    names = list(schema.names)
+    pred = _match(opts.pred, names, "prediction")
+    label = _match(opts.label, names, "label")
+    # a column kept twice is written once (the first place it was named)
+    keep = tuple(dict.fromkeys(_match(k, names, "--keep")[0] for k in opts.keep))
+    for k in keep:
+        if k in opts.losses:
+            raise InvalidInputError(
+                f"--keep column {k!r} has the name of the loss column this run writes; the output "
+                "cannot hold two columns of one name (rename the input column, or do not keep it)",
+                column=k,
+            )
+    for role, cols in (("prediction", pred), ("label", label)):
+        if len(cols) > 1:
+            bad = [c for c in cols if not _is_number(schema.field(c).type)]
+            if bad:
+                raise InvalidInputError(
+                    f"wide {role} columns must be numeric scalars; {bad[0]!r} is {schema.field(bad[0]).type}",
+                    column=bad[0],
+                )
+    return Columns(pred, label, keep)
+
+
+def _is_number(t) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+def plan_inputs(schemas, opts) -> tuple[Columns, pa.Schema]:
+    """The columns to read, resolved in every input file (``schemas``: ``[(path, schema)]``),
+    and one schema for them that every file's batches are cast to: numbers of one kind
+    widened to the widest (float32 and float64 predictions -> float64, int32 and int64 ids
+    -> int64, also inside lists). Files that disagree otherwise are refused, naming both."""
+    plans = []
+    for path, schema in schemas:
+        try:
+            plans.append(resolve_columns(schema, opts))
+        except InvalidInputError as e:
+            raise e.moved(source=path) from None
+    cols = plans[0]
+    first = schemas[0][0]
+    for (path, _), c in zip(schemas, plans, strict=True):
+        if c != cols:
+            raise InvalidInputError(
+                f"its columns differ from {first}'s ({', '.join(c.pred)} vs {', '.join(cols.pred)})", source=path
+            )
+    fields = []
+    for name in cols.needed:
+        owner, t = first, schemas[0][1].field(name).type
+        for path, schema in schemas[1:]:
+            u = schema.field(name).type
+            w = t if u == t else _wider(t, u)
+            if w is None:
+                raise InvalidInputError(
+                    f"column {name!r} is {t} in {owner} but {u} in {path}; the input files must agree "
+                    "(numbers of one kind are widened, other types must match)",
+                    column=name,
+                )
+            if w != t:
+                owner, t = path, w
+        fields.append(pa.field(name, t))
+    return cols, pa.schema(fields)
+
+
+def _wider(a: pa.DataType, b: pa.DataType):
+    """The type that holds every value of ``a`` and of ``b`` of one kind, or None."""
+    t = pa.types
+    if t.is_null(a) or t.is_null(b):
+        return b if t.is_null(a) else a
+    if t.is_floating(a) and t.is_floating(b):
+        return a if a.bit_width >= b.bit_width else b
+    if t.is_integer(a) and t.is_integer(b):
+        sa, sb = t.is_signed_integer(a), t.is_signed_integer(b)
+        if sa == sb:
+            return a if a.bit_width >= b.bit_width else b
+        signed, unsigned = (a, b) if sa else (b, a)
+        if signed.bit_width > unsigned.bit_width:
+            return signed
+        return {8: pa.int16(), 16: pa.int32(), 32: pa.int64()}.get(unsigned.bit_width)
+    if (t.is_string(a) or t.is_large_string(a)) and (t.is_string(b) or t.is_large_string(b)):
+        return pa.large_string()
+    if (t.is_binary(a) or t.is_large_binary(a)) and (t.is_binary(b) or t.is_large_binary(b)):
+        return pa.large_binary()
+    lists = (t.is_list, t.is_large_list, t.is_fixed_size_list)
+    if any(f(a) for f in lists) and any(f(b) for f in lists):
+        inner = a.value_type if a.value_type == b.value_type else _wider(a.value_type, b.value_type)
+        if inner is None:
+            return None
+        if t.is_fixed_size_list(a) and t.is_fixed_size_list(b):
+            return pa.list_(inner, a.list_size) if a.list_size == b.list_size else pa.list_(inner)
+        return pa.large_list(inner) if t.is_large_list(a) or t.is_large_list(b) else pa.list_(inner)
+    return None
+
+
+def conform(batch, schema: pa.Schema):
+    """``batch`` with its columns cast to their types in ``schema`` (a no-op when they agree)."""
+    names = batch.schema.names
+    target = [schema.field(n).type if n in schema.names else batch.schema.field(n).type for n in names]
+    if all(f.type == u for f, u in zip(batch.schema, target, strict=True)):
+        return batch
+    return batch.cast(pa.schema([pa.field(n, u) for n, u in zip(names, target, strict=True)]))
+
+
+def _column(batch, names: tuple[str, ...]):
+    """One column as is, or several scalar columns as a FixedSizeListArray (nulls kept)."""
+    if len(names) == 1:
+        return batch.column(names[0])
+    cols = [batch.column(n) for n in names]
+    common = pa.float64() if any(pa.types.is_floating(c.type) for c in cols) else pa.int64()
+    if all(c.type == cols[0].type for c in cols):
+        common = cols[0].type
+    n, k = len(batch), len(cols)
+    values = np.empty((n, k), dtype=common.to_pandas_dtype())
+    mask = None
+    for j, c in enumerate(cols):
+        try:
+            c = c.cast(common) if c.type != common else c
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. uint64 past int64
+            raise InvalidInputError(f"cannot read {c.type} as {common} with the other columns ({exc})",
+                                    column=names[j]) from None
+        if c.null_count:
+            mask = np.zeros((n, k), dtype=bool) if mask is None else mask
+            mask[:, j] = arrow.to_numpy(c.is_null())
+        values[:, j] = arrow.to_numpy(c)
+    flat = arrow.from_numpy(values.reshape(-1), None if mask is None else mask.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, k)
