@@ -422,3 +422,10 @@ def _piece(x, a, b):
         return part.chunk(0) if part.num_chunks == 1 else part.combine_chunks()
     return x[a:b]
 
+
+def is_device_array(x) -> bool:
+    """True for GPU arrays (CuPy, PyTorch CUDA tensors, Numba device arrays): anything with
+    ``__cuda_array_interface__``, or the CUDA simulator's stand-in. Imports no CUDA."""
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    return type(x).__module__.startswith("numba.cuda.simulator")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from .arrow import is_device_array  # noqa: F401  (the CPU/GPU decision reads it; defined below gpu)
 from .errors import InvalidInputError
 from .losses import DEVICES
 
@@ -68,14 +69,6 @@ def resolve(device: str) -> str:
             "(numba.cuda.is_available() is False); use device='cpu' or 'auto'"
         )
     return device
-
-
-def is_device_array(x) -> bool:
-    """True for GPU arrays (CuPy, PyTorch CUDA tensors, Numba device arrays): anything with
-    ``__cuda_array_interface__``, or the CUDA simulator's stand-in. Imports no CUDA."""
-    if hasattr(x, "__cuda_array_interface__"):
-        return True
-    return type(x).__module__.startswith("numba.cuda.simulator")
 
 
 def kernels(name: str):

@@ -37,8 +37,7 @@ from numba import config as nb_config
 from numba import cuda
 
 from . import config, losses, validate
-from .arrow import Dense, Ragged, as_rows
-from .backend import is_device_array
+from .arrow import Dense, Ragged, as_rows, is_device_array
 from .errors import InvalidInputError
 
 SIMULATOR = bool(nb_config.ENABLE_CUDASIM)
