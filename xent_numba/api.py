@@ -50,19 +50,8 @@ def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
     if nulls is not None:
         s[nulls] = losses.NULL_ROW
         o[nulls] = np.nan
-    if on_invalid == "error" and (n_bad or nulls is not None):
-        bad = s > losses.IGNORED
-        if bad.any():
-            i = int(np.argmax(bad))
-            code = int(s[i])
-            column, detail = cpu_binary.describe(code, i, p.values, t)
-            if code == losses.NULL_ROW:
-                in_pred = p_nulls is not None and p_nulls[i]
-                column, detail = ("pred" if in_pred else "target"), "a null row"
-            raise InvalidInputError(
-                losses.REASONS[code], row=i + start, column=column or None, status=code,
-                n_invalid=int(bad.sum()), detail=detail,
-            )
+    if on_invalid == "error" and (n_bad or nulls is not None):  # the kernel counted: no scan when all are valid
+        validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start)
 
 
 def _result_dtype(pred_layout) -> np.dtype:
@@ -160,9 +149,9 @@ def score(
         m = len(p)
         if m == 0:
             continue
+        nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
         if binary:
             a, b = _binary_weights(loss, class_weight, pos_weight)
-            nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
             _score_binary(p, t, prm, a, b, out[start : start + m], status[start : start + m],
                           on_invalid, p_nulls, nulls, start)
             continue
@@ -176,7 +165,6 @@ def score(
         o, s = out[start : start + m], status[start : start + m]
         p, t, w, pw = canon.kernel_inputs(p, t, w, pw)  # a few compiled signatures cover every input
         engine.run(p, t, prm, w, pw, o, s)
-        nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
         if nulls is not None:
             s[nulls] = losses.NULL_ROW
             o[nulls] = np.nan

@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _fastmath as fm
+from .canon import frozen
 from .cpu_blocks import _lpe  # log1p(e^-|x|), float32 lanes for float32 logits
 from .cpu_rows import _clip, _max  # selects; inlined, so compiled with this module's flags
 from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, PRED_RANGE, TARGET_VALUE
@@ -144,13 +145,6 @@ def _binary(p, y, soft, prm, a, b, ignore, out, status):
     return bad
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
-
-
 def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, status: np.ndarray) -> int:
     """Score ``p`` (N,) against ``y`` (N,) into ``out`` and ``status`` (see the module
     docstring); return the number of invalid rows (so callers need no second pass).
@@ -158,21 +152,10 @@ def run(p: np.ndarray, y: np.ndarray, prm, a: float, b: float, out: np.ndarray, 
     ``p``: float32/float64, contiguous. ``y``: uint8/int64 (0/1 labels; ``ignore_index``
     applies to CCE) or float32/float64 (soft labels): ``arrow.as_labels`` canonicalises them,
     so eight signatures cover every input."""
-    p, y = _readonly(p), _readonly(y)  # one signature for NumPy and zero-copy Arrow inputs
+    p, y = frozen(p), frozen(y)  # one signature for NumPy and zero-copy Arrow inputs
     soft = y.dtype.kind == "f"
     ignore = bool(prm.has_ignore and not prm.bce and not soft)
     return int(_binary(p, y, soft, prm, float(a), float(b), ignore, out, status))
 
 
-def describe(status: int, i: int, p: np.ndarray, y: np.ndarray) -> tuple[str, str]:
-    """(column, detail) for row ``i`` whose status is ``status``."""
-    if status in (PRED_NONFINITE, PRED_RANGE):
-        return "pred", f"value {float(p[i])!r}"
-    if status == LABEL_RANGE:
-        return "target", f"label {y[i].item()!r}; binary labels are 0 or 1 (or False/True)"
-    if status == TARGET_VALUE:
-        return "target", f"value {float(y[i])!r}; soft labels must be in [0, 1]"
-    return "", ""
-
-
-__all__ = ["run", "describe"]
+__all__ = ["run"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import losses
-from .arrow import Dense, Ragged
+from .arrow import Dense, Ragged, Scalar
 from .errors import InvalidInputError
 
 
@@ -82,8 +82,21 @@ def _row(layout, i):
     return layout[i] if isinstance(layout, np.ndarray) else layout.row(i)
 
 
+def _describe_binary(status: int, i: int, p: np.ndarray, y: np.ndarray) -> tuple[str, str]:
+    """``describe`` for one score per row (``arrow.Scalar``) against (N,) labels."""
+    if status in (losses.PRED_NONFINITE, losses.PRED_RANGE):
+        return "pred", f"value {float(p[i])!r}"
+    if status == losses.LABEL_RANGE:
+        return "target", f"label {y[i].item()!r}; binary labels are 0 or 1 (or False/True)"
+    if status == losses.TARGET_VALUE:
+        return "target", f"value {float(y[i])!r}; soft labels must be in [0, 1]"
+    return "", ""
+
+
 def describe(status: int, i: int, pred, target, prm) -> tuple[str, str]:
     """(column, detail) for row ``i`` whose kernel status is ``status``."""
+    if isinstance(pred, Scalar):
+        return _describe_binary(status, i, pred.values, target)
     p = np.asarray(_row(pred, i), dtype=np.float64)
     if status in (losses.PRED_NONFINITE, losses.PRED_RANGE):
         good = np.isfinite(p) if status == losses.PRED_NONFINITE else (p >= 0) & (p <= 1)
@@ -119,7 +132,8 @@ def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0
     s = int(status[i])
     if s == losses.NULL_ROW:
         in_pred = pred_nulls is not None and pred_nulls[i]
-        column, detail = ("pred" if in_pred else "target"), "a null row or a null value in it"
+        whole = isinstance(pred, Scalar)  # one value per row: no "value in it"
+        column, detail = ("pred" if in_pred else "target"), "a null row" if whole else "a null row or a null value in it"
     else:
         column, detail = describe(s, i, pred, target, prm)
     raise InvalidInputError(
@@ -130,7 +144,6 @@ def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0
         n_invalid=int(bad.sum()),
         detail=detail,
     )
-
 
 
 def normalized(layout):
