@@ -161,6 +161,22 @@ def _row_shift(s, m):
 
 
 @njit(**_jit)
+def _shift_rows(v, po, pc, a0, r0, r1, status, M, E):
+    """Row maxima into ``M`` and ``E = x - m`` for the block's values (``m`` from
+    ``_row_shift``); returns how many rows have a max to leave out of ``_exp_rest``'s sum."""
+    _rmax(v, po, pc, r0, r1, M)
+    expected = 0.0
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        j = i - r0
+        m = _row_shift(status[i], M[j])
+        expected += 1.0 if m == M[j] else 0.0
+        for c in range(a, a + n):
+            E[_u(c - a0)] = float(v[_u(c)]) - m
+    return expected
+
+
+@njit(**_jit)
 def _exp_rest(E, a0, po, pc, r0, r1, S, v, M, status, expected):
     """From ``E = x - m`` (per row): ``S_j = sum exp(x - m)`` over every class but one row
     max, i.e. the sum without one ``e^0 = 1`` (which ``log1p`` adds back: see
@@ -291,16 +307,11 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        _rmax(pv, po, pc, r0, r1, M)
-        expected = 0.0
+        expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E)
         for i in range(r0, r1):
-            a, n = _span(po, pc, i)
+            a, _ = _span(po, pc, i)
             j = i - r0
-            m = _row_shift(status[i], M[j])
-            expected += 1.0 if m == M[j] else 0.0
-            for c in range(a, a + n):
-                E[_u(c - a0)] = float(pv[_u(c)]) - m
-            R[j] = m - float(pv[a + y[i]]) if status[i] == OK else 0.0
+            R[j] = _row_shift(status[i], M[j]) - float(pv[a + y[i]]) if status[i] == OK else 0.0
             T[j] = 1.0
         _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
@@ -440,15 +451,7 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     # E holds d, then exp(d); the products t d go to the scratch after E.
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
     F = scr[ne : 2 * ne]
-    _rmax(pv, po, pc, r0, r1, M)
-    expected = 0.0
-    for i in range(r0, r1):
-        a, n = _span(po, pc, i)
-        j = i - r0
-        m = _row_shift(status[i], M[j])
-        expected += 1.0 if m == M[j] else 0.0
-        for c in range(a - a0, a - a0 + n):
-            E[_u(c)] = float(V[_u(c)]) - m
+    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E)
     for k in range(ne):
         tk = float(Tb[k])
         e = E[k]
