@@ -225,6 +225,20 @@ def _is_number(t) -> bool:
     return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
 
 
+def _is_plain_number(t) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t)
+
+
+def _parquet_compression(schema: pa.Schema) -> dict:
+    """Per leaf column (Parquet names nested leaves ``name.list.element``): no compression
+    for top-level integers and floats, Snappy (pyarrow's default) for everything else."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buf)
+    leaves = pq.ParquetFile(pa.BufferReader(buf.getvalue())).schema
+    plain = {f.name for f in schema if _is_plain_number(f.type)}
+    return {c.path: "none" if c.path in plain else "snappy" for c in (leaves.column(i) for i in range(len(leaves)))}
+
+
 def csv_unwritable(schema: pa.Schema) -> str | None:
     """The first column of ``schema`` that CSV cannot hold (lists, structs, ...), or None."""
     for field in schema:
@@ -494,7 +508,12 @@ class AtomicWriter:
             # dictionary encoding only where it pays: on losses and other numbers it hashes
             # every value, to fall back to plain encoding anyway (5x the write time of a loss)
             dictionary = [f.name for f in schema if not _is_number(f.type)]
-            self._writer = pq.ParquetWriter(self._file, schema, use_dictionary=dictionary)
+            # Snappy only where it pays: losses (and other floats) are noise to it, and
+            # integer columns (ids) shrink 2x at 8 ns a row, half the cost of writing the
+            # output; numbers are written plain and uncompressed (any reader takes them).
+            # Strings and the rest keep dictionary + Snappy.
+            compression = _parquet_compression(schema)
+            self._writer = pq.ParquetWriter(self._file, schema, use_dictionary=dictionary, compression=compression)
         elif self.fmt == "csv":
             self._writer = _Csv(self._file, schema)
         elif self.fmt == "jsonl":

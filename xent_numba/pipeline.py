@@ -120,14 +120,20 @@ def score_batch(
         arrays.append(arrow.from_numpy(out, null))
         names.append(loss)
         if summary is not None:
-            summary.add_losses(loss, out)
-            if loss == "cce" and isinstance(label, (pa.Array,)) and pa.types.is_integer(label.type):
-                summary.add_classes(arrow.to_numpy(label.cast(pa.int64(), safe=False), fill=-1), out)
+            summary.add_losses(loss, out, class_labels(label) if loss == "cce" else None)
     if summary is not None:
         summary.rows += len(batch)
         summary.invalid += int(bad_any.sum())
         summary.ignored += int((ignored_any & ~bad_any).sum())
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def class_labels(label) -> np.ndarray | None:
+    """Index labels as int64 (-1 where null) for the summary's per-class CCE sums, or None
+    when the targets are not one index per row."""
+    if isinstance(label, pa.Array) and pa.types.is_integer(label.type):
+        return arrow.to_numpy(label if label.type == pa.int64() else label.cast(pa.int64(), safe=False), fill=-1)
+    return None
 
 
 def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInputError:
@@ -208,11 +214,8 @@ class _DeferredSummary:
         self.rows = self.invalid = self.ignored = 0
         self._calls = []
 
-    def add_losses(self, name, values) -> None:
-        self._calls.append(("add_losses", name, values))
-
-    def add_classes(self, labels, cce) -> None:
-        self._calls.append(("add_classes", labels, cce))
+    def add_losses(self, name, values, labels=None) -> None:
+        self._calls.append(("add_losses", name, values, labels))
 
     def apply(self, summary: Summary) -> None:
         summary.rows += self.rows
