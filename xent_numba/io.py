@@ -99,7 +99,8 @@ class Source:
                 self.schema = self._pf.schema_arrow
                 self.num_rows = self._pf.metadata.num_rows
             else:
-                self._reader = pa.ipc.open_file(path if self._loc else pa.memory_map(path, "r"))
+                self._map = None if self._loc else pa.memory_map(path, "r")
+                self._reader = pa.ipc.open_file(path if self._loc else self._map)
                 self.schema = self._reader.schema
                 self.num_rows = self._reader.count_rows() if self._loc else sum(
                     self._reader.get_batch(i).num_rows for i in range(self._reader.num_record_batches)
@@ -119,6 +120,18 @@ class Source:
             return InvalidInputError("permission denied", source=path)
         what = "Parquet" if self.kind == "parquet" else "Arrow IPC/Feather"
         return InvalidInputError(f"cannot read as {what} ({exc})", source=path)
+
+    def zero_copy(self) -> bool:
+        """True for a memory-mapped, uncompressed Arrow IPC file: its batches are views of
+        the map, reading them decodes nothing (the engine then gives every core to the
+        kernels). Compressed IPC (Feather's LZ4 default), remote files, Parquet: False."""
+        if self.kind != "arrow" or self._map is None or self._reader.num_record_batches == 0:
+            return False
+        lo = self._map.read_buffer(1).address if self._map.size() else 0
+        self._map.seek(0)
+        hi = lo + self._map.size()
+        batch = self._reader.get_batch(0)
+        return all(lo <= b.address < hi for c in batch.columns for b in c.buffers() if b is not None and b.size)
 
     def bytes_per_row(self, columns) -> float:
         """Decoded size estimate from the Parquet metadata (0 when unknown)."""

@@ -258,16 +258,23 @@ def score_files(
     cores = max(1, min(int(threads or numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS))
     if threads:
         pa.set_cpu_count(max(1, min(int(threads), os.cpu_count() or 1)))
-    # The reader thread keeps one core busy decoding: kernels take the others (on two cores,
-    # one kernel thread finishes the run sooner than two that preempt the decoder).
-    # ``set_num_threads`` is per calling thread; the caller's setting is restored after.
+    # ``set_num_threads`` (in ``_score_files``) is per calling thread; the caller's setting
+    # is restored after.
     caller_threads = numba.get_num_threads()
-    numba.set_num_threads(max(1, cores - 1))
     try:
         return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                            storage_options)
+                            storage_options, cores)
     finally:
         numba.set_num_threads(caller_threads)
+
+
+def kernel_threads(sources, cores: int) -> int:
+    """Kernel threads for a run on ``cores``: when a source must be decoded (Parquet,
+    compressed or remote Arrow IPC) the reader thread keeps one core busy decoding and the
+    kernels take the others (on two cores, one kernel thread finishes the run sooner than
+    two that preempt the decoder); memory-mapped uncompressed Arrow IPC decodes nothing,
+    so the kernels take every core."""
+    return cores if all(s.zero_copy() for s in sources) else max(1, cores - 1)
 
 
 MAX_BATCH_ROWS = 1 << 24  # a larger --batch-rows is taken as this (memory stays bounded)
@@ -275,7 +282,9 @@ _BATCH_OVERHEAD = 16 << 10  # bytes charged per batch on top of its data: tiny b
 
 
 def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                 storage_options=None) -> Summary:
+                 storage_options=None, cores=1) -> Summary:
+    import numba
+
     if batch_rows is not None:
         if batch_rows < 1:
             raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
@@ -285,6 +294,7 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     io.check_output(output, files, given=inputs, overwrite=overwrite)
     sources = [io.Source(p) for p in files]
     cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
+    numba.set_num_threads(kernel_threads(sources, cores))
     if fmt == "csv":
         bad = io.csv_unwritable(pa.schema([schema.field(k) for k in cols.keep]))
         if bad:
