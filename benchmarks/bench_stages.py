@@ -3,13 +3,15 @@
     python benchmarks/bench_stages.py                 # 2M x 10 float32 probabilities (issue 14)
     python benchmarks/bench_stages.py --rows 500000   # quicker
     python benchmarks/bench_stages.py --from-logits   # the logits kernels
+    python benchmarks/bench_stages.py --from-logits --dump bench-data/logits-20000000x16-rg1048576.parquet
 
 Each stage of the local engine is called directly, one batch at a time, in one process,
 and timed with ``time.process_time()`` (CPU time of every thread of the process, i.e.
 core-seconds): the sum is what a whole `xent score --keep id` run spends beyond start-up,
 without the overlap of its threads. Stages:
 
-- decode: ``ParquetFile.iter_batches`` of ``pred``, ``label`` and ``id`` (the read);
+- decode: the engine's reader (``io.Source.batches``: ``ParquetFile.iter_batches`` through an
+  8 MB buffered stream) of ``pred``, ``label`` and ``id`` (the read);
 - batch handling: Arrow -> kernel layouts (``arrow.as_rows``), canonical forms
   (``canon``), options, output allocation, the first-invalid check, the output record batch;
 - kernel: ``cpu.run`` (the compiled scoring pass);
@@ -90,9 +92,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--from-logits", action="store_true")
+    ap.add_argument("--dump", help="an existing dump with list<float32> `pred`, int64 `label` and `id` "
+                    "(e.g. bench_score.py's 20M x 16 logits) instead of a generated one")
     a = ap.parse_args()
-    path = make_dump(a.rows, a.classes, a.from_logits)
+    path = a.dump or make_dump(a.rows, a.classes, a.from_logits)
     pf = pq.ParquetFile(path)
+    if a.dump:
+        a.classes = len(next(pf.iter_batches(batch_size=1, columns=["pred"])).column(0)[0])
     per_row = a.classes * 4 + 8 + 8 + 8  # values, offset, label, id
     batch_rows = int(min(max(DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
     t = dict.fromkeys(["decode", "batch handling", "kernel", "summary", "encode"], 0.0)
@@ -103,7 +109,7 @@ def main() -> None:
     rows = 0
     with tempfile.TemporaryDirectory() as tmp:
         writer = io.AtomicWriter(os.path.join(tmp, "out.parquet"), "parquet", overwrite=False)
-        batches = pf.iter_batches(batch_size=batch_rows, columns=["id", "pred", "label"])
+        batches = io.Source(str(path)).batches(["id", "pred", "label"], batch_rows)  # the engine's reader
         # warm the compiled code (loading from the cache is start-up, not a stage)
         api.score("cce", pa.array([[0.5, 0.5]], pa.list_(pa.float32())), np.array([0]), from_logits=a.from_logits)
         summary.add_losses("cce", np.ones(2, np.float32), np.zeros(2, np.int64))
@@ -137,7 +143,8 @@ def main() -> None:
             c4 = clock()
             writer.write(rb)
             c5 = clock()
-            numpy_summary(out, labels)
+            if not a.dump:
+                numpy_summary(out, labels)
             c6 = clock()
             t["batch handling"] += (c1 - c0) + (c3 - c2)
             t["kernel"] += c2 - c1
@@ -157,8 +164,9 @@ def main() -> None:
     print(f"{'total':28s} {total * 1e3:9.0f}")
     beyond = total - t["decode"]
     print(f"overhead beyond decoding: {beyond / t['decode']:.2f}x the decode (issue 14 target <= 0.5x)")
-    print(f"(the former NumPy summary passes: {t_numpy_summary * 1e3:.0f} core-ms, "
-          f"{t_numpy_summary / max(t['summary'], 1e-9):.1f}x the compiled pass)")
+    if not a.dump:
+        print(f"(the former NumPy summary passes: {t_numpy_summary * 1e3:.0f} core-ms, "
+              f"{t_numpy_summary / max(t['summary'], 1e-9):.1f}x the compiled pass)")
 
 
 def numba_threads() -> int:

@@ -105,17 +105,16 @@ def score_batch(
     label = _column(batch, cols.label)
     arrays = [batch.column(k) for k in cols.keep]
     names = list(cols.keep)
-    bad_any = np.zeros(len(batch), dtype=bool)
-    ignored_any = np.zeros(len(batch), dtype=bool)
+    bad_any = ignored_any = None  # rows invalid / ignored under any loss (no arrays for one loss)
     on_invalid = "error" if opts.on_invalid == "error" else "nan"
     for loss in opts.losses:
         try:
             out, status = api.score(loss, pred, label, on_invalid=on_invalid, **opts.kernel_kwargs(loss))
         except InvalidInputError as e:
             raise relocate(e, cols, row_offset) from None
-        bad = status > losses.IGNORED
-        bad_any |= bad
-        ignored_any |= status == losses.IGNORED
+        bad, ignored = status > losses.IGNORED, status == losses.IGNORED
+        bad_any = bad if bad_any is None else bad_any | bad
+        ignored_any = ignored if ignored_any is None else ignored_any | ignored
         null = status != losses.OK
         arrays.append(arrow.from_numpy(out, null))
         names.append(loss)
@@ -123,8 +122,8 @@ def score_batch(
             summary.add_losses(loss, out, class_labels(label) if loss == "cce" else None)
     if summary is not None:
         summary.rows += len(batch)
-        summary.invalid += int(bad_any.sum())
-        summary.ignored += int((ignored_any & ~bad_any).sum())
+        summary.invalid += int(np.count_nonzero(bad_any))
+        summary.ignored += int(np.count_nonzero(ignored_any & ~bad_any)) if ignored_any.any() else 0
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
