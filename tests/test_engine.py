@@ -62,3 +62,29 @@ def test_parquet_output_numbers_uncompressed_strings_snappy(tmp_path):
     got = pq.read_table(out)
     assert got.column("id").to_pylist() == [7, 8] and got.column("name").to_pylist() == ["a", "b"]
     np.testing.assert_allclose(got.column("cce").to_numpy(), -np.log([0.75, 0.5]), rtol=1e-6)
+
+
+def test_memory_mapped_input_pages_released_behind_the_reader_scores_unchanged(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    n, c = 40_000, 8
+    p = rng.dirichlet(np.ones(c), n).astype(np.float32)
+    y = rng.integers(0, c, n)
+    t = pa.table({"pred": pa.FixedSizeListArray.from_arrays(pa.array(p.reshape(-1)), c), "label": y})
+    path = str(tmp_path / "in.feather")
+    feather.write_feather(t, path, compression="uncompressed", chunksize=5000)
+    out = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    pipeline.score_files([path], str(out[0]), pipeline.ScoreOptions(), batch_rows=3000)
+    monkeypatch.setattr(io, "RELEASE_BEHIND", 0)  # release every page before the batch being read
+    released = []
+    real = io.Source._release_behind
+
+    def spy(self, batch):
+        real(self, batch)
+        released.append(self._released)
+
+    monkeypatch.setattr(io.Source, "_release_behind", spy)
+    pipeline.score_files([path], str(out[1]), pipeline.ScoreOptions(), batch_rows=3000)
+    assert max(released) > 0
+    a, b = (pq.read_table(o).column("cce").to_numpy() for o in out)
+    assert a.tobytes() == b.tobytes()
+    np.testing.assert_allclose(a, -np.log(p[np.arange(n), y].astype(np.float64)), rtol=1e-5)
