@@ -1,7 +1,8 @@
 """The targets of the `xent score` issue, measured on whole processes.
 
     python benchmarks/bench_score.py                      # the issue's sizes (a few minutes)
-    python benchmarks/bench_score.py --rows 2000000 --time-rows 1000000   # scaled down
+    python benchmarks/bench_score.py --rows 2000000 --time-rows 1000000 --engine-rows 2000000   # scaled down
+    python benchmarks/bench_score.py --only engine --only decode   # issue 14 (20M x 16)
 
 1. Memory: peak RSS of `xent score --from-logits --keep id` on a 12M-row x 32-class float32
    logits dump (list<float32> `pred`, int64 `label`, int64 `id`) must be <= 512 MB, and
@@ -9,6 +10,13 @@
 2. Time: the whole `xent score --from-logits` process on a 4M x 16 logits dump must take
    <= 1.25x a bare `python -c "import pyarrow.parquet as pq; pq.read_table(path,
    columns=['pred', 'label'])"` process (page cache warm: every command runs once first).
+3. Issue 14, on a 20M-row x 16-class float32 logits dump (`--from-logits --keep id`): the
+   whole `xent score` process <= 1.25x the bare read process, DuckDB's CCE-from-logits query
+   Parquet -> Parquet (the id kept, a whole `python -c` process too) >= 2x `xent score`,
+   `xent score` on the Feather (uncompressed Arrow IPC) copy >= 3x faster than on Parquet,
+   peak RSS <= 512 MB; `--threads 1` vs `--threads 2`. Then the decode rates in one process
+   (the engine's reader vs `read_table` on 1 and 2 threads): is one decoder thread the
+   bottleneck?
 
 Peak RSS is the command's ``ru_maxrss``, read by a small ``python -S`` wrapper that runs it
 as its only child; /proc/PID/status is also polled to split the peak into anonymous memory
@@ -38,6 +46,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 MEM_ROWS, MEM_CLASSES, MEM_LIMIT_MB, MEM_RATIO = 12_000_000, 32, 512, 1.2
 TIME_ROWS, TIME_CLASSES, TIME_RATIO = 4_000_000, 16, 1.25
+ENGINE_ROWS, ENGINE_CLASSES, DUCK_RATIO, FEATHER_RATIO = 20_000_000, 16, 2.0, 3.0
 
 
 def xent_cmd() -> list[str]:
@@ -225,6 +234,135 @@ def time_section(data: Path, rows: int, classes: int, row_group: int, repeat: in
     return ok
 
 
+def make_feather(src: Path) -> Path:
+    """The Parquet dump ``src`` copied to an uncompressed Arrow IPC (Feather v2) file,
+    row group by row group (record batches of the dump's row-group size)."""
+    path = src.with_suffix(".feather")
+    if path.exists() and pa.ipc.open_file(path).schema.names and path.stat().st_mtime >= src.stat().st_mtime:
+        return path
+    tmp = path.with_suffix(".tmp")
+    pf = pq.ParquetFile(src)
+    with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, pf.schema_arrow) as w:
+        for i in range(pf.metadata.num_row_groups):
+            w.write_table(pf.read_row_group(i))
+    tmp.rename(path)
+    return path
+
+
+def duckdb_script(src: Path, out: Path) -> str:
+    """DuckDB's CCE from logits, Parquet -> Parquet, the id kept (a whole process)."""
+    sql = (f"COPY (SELECT id, m + ln(list_sum(list_transform(pred, lambda x: exp(x - m)))) - pred[label + 1] "
+           f"AS cce FROM (SELECT id, pred, label, list_max(pred) AS m FROM read_parquet('{src}'))) "
+           f"TO '{out}' (FORMAT parquet)")
+    return f"import duckdb; duckdb.connect().execute({sql!r})"
+
+
+def engine_section(data: Path, rows: int, classes: int, row_group: int, repeat: int, extra: list[str]) -> bool:
+    """Issue 14, targets 3 and 4: whole processes on the 20M x 16 logits dump (id kept)."""
+    src = make_dump(data, rows, classes, row_group)
+    feather = make_feather(src)
+    out = data / "scores-engine.parquet"
+    score = lambda inp, *more: xent_cmd() + ["score", str(inp), "-o", str(out), "--from-logits", "--keep", "id",  # noqa: E731
+                                             "--quiet", "--overwrite", *more, *extra]
+    read = [sys.executable, "-c", f"import pyarrow.parquet as pq; pq.read_table({str(src)!r}, columns=['pred', 'label'])"]
+    jobs = [
+        ("bare `pq.read_table` of pred + label (floor)", read),
+        ("`xent score --from-logits --keep id` (Parquet)", score(src)),
+        ("`xent score ... --threads 1` (Parquet)", score(src, "--threads", "1")),
+        ("`xent score ... --threads 2` (Parquet)", score(src, "--threads", "2")),
+        ("`xent score ... ` on the Feather copy", score(feather)),
+    ]
+    try:
+        import duckdb  # noqa: F401
+
+        jobs.append(("DuckDB, the same query Parquet -> Parquet, id kept", [sys.executable, "-c", duckdb_script(src, data / "duck.parquet")]))
+    except ImportError:
+        print("(DuckDB not installed: skipped)", file=sys.stderr)
+    res = {}
+    for name, argv in jobs:
+        res[name] = best(argv, repeat)
+        print(f"  {name}: {res[name]['wall']:.2f} s", file=sys.stderr)
+    floor = res[jobs[0][0]]["wall"]
+    xent = res[jobs[1][0]]["wall"]
+    scaled = "" if rows == ENGINE_ROWS else f" — **scaled down** from the issue's {ENGINE_ROWS:,} rows"
+    print(f"\n#### Whole processes: {rows:,} x {classes} float32 logits, list<float32> `pred`, int64 `label`, `id`; "
+          f"Parquet {src.stat().st_size / 1e6:,.0f} MB, Feather {feather.stat().st_size / 1e6:,.0f} MB{scaled}\n")
+    print(f"Row groups of {row_group:,} rows; page cache warm (each command run once first), best of {repeat}.\n")
+    print("| process | wall s | vs bare read | vs xent score | peak RSS MB | anon / file MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, _ in jobs:
+        r = res[name]
+        print(f"| {name} | {r['wall']:.2f} | {r['wall'] / floor:.2f}× | {r['wall'] / xent:.2f}× | {r['rss']:.0f} | "
+              f"{r['anon']:.0f} / {r['file']:.0f} |")
+    print("\n(file MB: pages of memory-mapped files, the Feather input among them: page cache the"
+          " kernel may drop, not memory the process allocated)")
+    print("\nCommands:\n")
+    for _name, argv in jobs:
+        print(f"    {show(argv)}")
+    ok = True
+    ratio = xent / floor
+    ok &= ratio <= TIME_RATIO
+    print(f"\nTargets: `xent score` <= {TIME_RATIO}x the bare read: **{ratio:.2f}x, {'met' if ratio <= TIME_RATIO else 'missed'}**", end="")
+    duck = next((res[n]["wall"] for n, _ in jobs if n.startswith("DuckDB")), None)
+    if duck is not None:
+        ok &= duck / xent >= DUCK_RATIO
+        print(f"; DuckDB / xent score >= {DUCK_RATIO}x: **{duck / xent:.2f}x, {'met' if duck / xent >= DUCK_RATIO else 'missed'}**", end="")
+    fe = res[jobs[4][0]]["wall"]
+    ok &= xent / fe >= FEATHER_RATIO
+    print(f"; Parquet / Feather >= {FEATHER_RATIO}x: **{xent / fe:.2f}x, {'met' if xent / fe >= FEATHER_RATIO else 'missed'}**", end="")
+    rss = max(res[n]["rss_max"] for n, _ in jobs[1:4])
+    ok &= rss <= MEM_LIMIT_MB
+    anon = res[jobs[4][0]]["anon"]
+    print(f"; peak RSS of xent score on Parquet <= {MEM_LIMIT_MB} MB: **{rss:.0f} MB, {'met' if rss <= MEM_LIMIT_MB else 'missed'}**"
+          f" (on Feather: {anon:.0f} MB anonymous, the rest the memory-mapped input).")
+    t1, t2 = res[jobs[2][0]]["wall"], res[jobs[3][0]]["wall"]
+    print(f"Threads: --threads 1 {t1:.2f} s, --threads 2 {t2:.2f} s ({t1 / t2:.2f}x).")
+    return ok
+
+
+def decode_section(data: Path, rows: int, classes: int, row_group: int, repeat: int) -> None:
+    """Is one decoder thread the bottleneck? The engine's reader (``io.Source.batches``, one
+    thread asking pyarrow for batches) against ``read_table`` on 1 and 2 threads, in this
+    process: wall and core seconds of decoding pred, label and id."""
+    sys.path.insert(0, str(ROOT))
+    from xent_numba import io as xio
+    from xent_numba.columns import Columns
+    from xent_numba.pipeline import _default_batch_rows
+
+    src = make_dump(data, rows, classes, row_group)
+    cols = ["id", "pred", "label"]
+
+    def engine_reader():
+        s = xio.Source(str(src))
+        for _ in s.batches(cols, _default_batch_rows(s, Columns(("pred",), ("label",), ("id",)))):
+            pass
+
+    def read_table(n):
+        def job():
+            pa.set_cpu_count(n)
+            try:
+                pq.read_table(src, columns=cols)
+            finally:
+                pa.set_cpu_count(os.cpu_count() or 1)
+        return job
+
+    jobs = [("engine reader (iter_batches, one consumer thread)", engine_reader),
+            ("`read_table`, pyarrow on 1 thread", read_table(1)),
+            ("`read_table`, pyarrow on 2 threads", read_table(2))]
+    print(f"\n#### Decoding {rows:,} x {classes} (pred, label, id) in one process: is one decoder thread the bottleneck?\n")
+    print("| reader | wall s | core s | cores busy | rows/s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, fn in jobs:
+        fn()
+        runs = []
+        for _ in range(repeat):
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            runs.append((time.perf_counter() - w0, time.process_time() - c0))
+        w, c = min(runs)
+        print(f"| {name} | {w:.2f} | {c:.2f} | {c / w:.2f} | {rows / w:,.0f} |")
+
+
 def machine() -> str:
     try:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -241,13 +379,15 @@ def main(argv=None) -> int:
     ap.add_argument("--classes", type=int, default=MEM_CLASSES, help=f"classes of the memory dumps (default {MEM_CLASSES})")
     ap.add_argument("--time-rows", type=int, default=TIME_ROWS, help=f"rows of the timing dump (default {TIME_ROWS:,})")
     ap.add_argument("--time-classes", type=int, default=TIME_CLASSES, help=f"classes of the timing dump (default {TIME_CLASSES})")
+    ap.add_argument("--engine-rows", type=int, default=ENGINE_ROWS, help=f"rows of the engine dump (default {ENGINE_ROWS:,})")
+    ap.add_argument("--engine-classes", type=int, default=ENGINE_CLASSES, help=f"classes of the engine dump (default {ENGINE_CLASSES})")
     ap.add_argument("--row-group", type=int, default=1 << 20, help="rows per Parquet row group of the dumps (default 1,048,576)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per command after a warm-up run, best kept (default 3)")
-    ap.add_argument("--only", choices=["memory", "time"], action="append", help="run only these sections (repeatable)")
+    ap.add_argument("--only", choices=["memory", "time", "engine", "decode"], action="append", help="run only these sections (repeatable)")
     ap.add_argument("--data", default=str(ROOT / "bench-data"), help="where the dumps are kept (default bench-data/)")
     ap.add_argument("--xent-arg", action="append", default=[], help="extra argument for every xent score run (repeatable)")
     a = ap.parse_args(argv)
-    sections = a.only or ["memory", "time"]
+    sections = a.only or ["memory", "time", "engine", "decode"]
     data = Path(a.data)
     print(f"### `xent score` targets — `{show([sys.executable, *sys.argv]) if argv is None else 'bench_score'}`")
     ok = True
@@ -255,6 +395,10 @@ def main(argv=None) -> int:
         ok &= memory_section(data, a.rows, a.classes, a.row_group, a.repeat, a.xent_arg)
     if "time" in sections:
         ok &= time_section(data, a.time_rows, a.time_classes, a.row_group, a.repeat, a.xent_arg)
+    if "engine" in sections:
+        ok &= engine_section(data, a.engine_rows, a.engine_classes, a.row_group, a.repeat, a.xent_arg)
+    if "decode" in sections:
+        decode_section(data, a.engine_rows, a.engine_classes, a.row_group, a.repeat)
     print(f"\nMachine: {machine()}.")
     return 0
 

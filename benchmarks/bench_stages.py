@@ -3,19 +3,26 @@
     python benchmarks/bench_stages.py                 # 2M x 10 float32 probabilities (issue 14)
     python benchmarks/bench_stages.py --rows 500000   # quicker
     python benchmarks/bench_stages.py --from-logits   # the logits kernels
+    python benchmarks/bench_stages.py --from-logits --dump bench-data/logits-20000000x16-rg1048576.parquet
 
 Each stage of the local engine is called directly, one batch at a time, in one process,
 and timed with ``time.process_time()`` (CPU time of every thread of the process, i.e.
 core-seconds): the sum is what a whole `xent score --keep id` run spends beyond start-up,
 without the overlap of its threads. Stages:
 
-- decode: ``ParquetFile.iter_batches`` of ``pred``, ``label`` and ``id`` (the read);
+- decode: the engine's reader (``io.Source.batches``: ``ParquetFile.iter_batches`` through an
+  8 MB buffered stream) of ``pred``, ``label`` and ``id`` (the read);
 - batch handling: Arrow -> kernel layouts (``arrow.as_rows``), canonical forms
   (``canon``), options, output allocation, the first-invalid check, the output record batch;
 - kernel: ``cpu.run`` (the compiled scoring pass);
-- summary: ``Summary.add_losses`` and the per-class sums (one compiled pass each), with the
-  NumPy passes they replaced for comparison (not part of the total);
+- summary: ``Summary.add_losses`` with the labels (one compiled pass: counts, sum, min/max,
+  histogram, per-class sums), with the NumPy passes it replaced for comparison (not part
+  of the total);
 - encode: the engine's Parquet writer (``io.AtomicWriter``) writing ``id, cce``.
+
+``OMP_WAIT_POLICY=PASSIVE`` is set as the CLI sets it: with OpenMP's default (spinning),
+the kernel threads' spin after each kernel is charged to the next stage (encode measured
+115-121 core-ms instead of 70 on 2M x 10).
 
 The dump (list<float32> ``pred`` of softmax probabilities or logits, int64 ``label`` and
 ``id``) is written under ``bench-data/`` (git-ignored) and reused. Batches have the
@@ -27,6 +34,10 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# as the CLI does (cli.py): OpenMP threads sleep between kernels instead of spinning, which
+# would otherwise charge their spinning to whatever stage runs after the kernel
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xent_numba import api, arrow, canon, cpu, io, losses, validate
-from xent_numba.pipeline import DEFAULT_BATCH_BYTES
+from xent_numba.pipeline import DEFAULT_BATCH_BYTES, class_labels
 from xent_numba.summary import N_BINS, Summary, _bin_index
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,9 +92,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--from-logits", action="store_true")
+    ap.add_argument("--dump", help="an existing dump with list<float32> `pred`, int64 `label` and `id` "
+                    "(e.g. bench_score.py's 20M x 16 logits) instead of a generated one")
     a = ap.parse_args()
-    path = make_dump(a.rows, a.classes, a.from_logits)
+    path = a.dump or make_dump(a.rows, a.classes, a.from_logits)
     pf = pq.ParquetFile(path)
+    if a.dump:
+        a.classes = len(next(pf.iter_batches(batch_size=1, columns=["pred"])).column(0)[0])
     per_row = a.classes * 4 + 8 + 8 + 8  # values, offset, label, id
     batch_rows = int(min(max(DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
     t = dict.fromkeys(["decode", "batch handling", "kernel", "summary", "encode"], 0.0)
@@ -94,7 +109,7 @@ def main() -> None:
     rows = 0
     with tempfile.TemporaryDirectory() as tmp:
         writer = io.AtomicWriter(os.path.join(tmp, "out.parquet"), "parquet", overwrite=False)
-        batches = pf.iter_batches(batch_size=batch_rows, columns=["id", "pred", "label"])
+        batches = io.Source(str(path)).batches(["id", "pred", "label"], batch_rows)  # the engine's reader
         # warm the compiled code (loading from the cache is start-up, not a stage)
         api.score("cce", pa.array([[0.5, 0.5]], pa.list_(pa.float32())), np.array([0]), from_logits=a.from_logits)
         summary.add_losses("cce", np.ones(2, np.float32), np.zeros(2, np.int64))
@@ -123,13 +138,13 @@ def main() -> None:
             null = status != losses.OK
             rb = pa.RecordBatch.from_arrays([batch.column("id"), arrow.from_numpy(out, null)], names=["id", "cce"])
             c3 = clock()
-            labels = arrow.to_numpy(batch.column("label").cast(pa.int64(), safe=False), fill=-1)
-            summary.add_losses("cce", out)
-            summary.add_classes(labels, out)
+            labels = class_labels(batch.column("label"))
+            summary.add_losses("cce", out, labels)  # as score_batch does
             c4 = clock()
             writer.write(rb)
             c5 = clock()
-            numpy_summary(out, labels)
+            if not a.dump:
+                numpy_summary(out, labels)
             c6 = clock()
             t["batch handling"] += (c1 - c0) + (c3 - c2)
             t["kernel"] += c2 - c1
@@ -149,8 +164,9 @@ def main() -> None:
     print(f"{'total':28s} {total * 1e3:9.0f}")
     beyond = total - t["decode"]
     print(f"overhead beyond decoding: {beyond / t['decode']:.2f}x the decode (issue 14 target <= 0.5x)")
-    print(f"(the former NumPy summary passes: {t_numpy_summary * 1e3:.0f} core-ms, "
-          f"{t_numpy_summary / max(t['summary'], 1e-9):.1f}x the compiled pass)")
+    if not a.dump:
+        print(f"(the former NumPy summary passes: {t_numpy_summary * 1e3:.0f} core-ms, "
+              f"{t_numpy_summary / max(t['summary'], 1e-9):.1f}x the compiled pass)")
 
 
 def numba_threads() -> int:

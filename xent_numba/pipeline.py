@@ -105,29 +105,34 @@ def score_batch(
     label = _column(batch, cols.label)
     arrays = [batch.column(k) for k in cols.keep]
     names = list(cols.keep)
-    bad_any = np.zeros(len(batch), dtype=bool)
-    ignored_any = np.zeros(len(batch), dtype=bool)
+    bad_any = ignored_any = None  # rows invalid / ignored under any loss (no arrays for one loss)
     on_invalid = "error" if opts.on_invalid == "error" else "nan"
     for loss in opts.losses:
         try:
             out, status = api.score(loss, pred, label, on_invalid=on_invalid, **opts.kernel_kwargs(loss))
         except InvalidInputError as e:
             raise relocate(e, cols, row_offset) from None
-        bad = status > losses.IGNORED
-        bad_any |= bad
-        ignored_any |= status == losses.IGNORED
+        bad, ignored = status > losses.IGNORED, status == losses.IGNORED
+        bad_any = bad if bad_any is None else bad_any | bad
+        ignored_any = ignored if ignored_any is None else ignored_any | ignored
         null = status != losses.OK
         arrays.append(arrow.from_numpy(out, null))
         names.append(loss)
         if summary is not None:
-            summary.add_losses(loss, out)
-            if loss == "cce" and isinstance(label, (pa.Array,)) and pa.types.is_integer(label.type):
-                summary.add_classes(arrow.to_numpy(label.cast(pa.int64(), safe=False), fill=-1), out)
+            summary.add_losses(loss, out, class_labels(label) if loss == "cce" else None)
     if summary is not None:
         summary.rows += len(batch)
-        summary.invalid += int(bad_any.sum())
-        summary.ignored += int((ignored_any & ~bad_any).sum())
+        summary.invalid += int(np.count_nonzero(bad_any))
+        summary.ignored += int(np.count_nonzero(ignored_any & ~bad_any)) if ignored_any.any() else 0
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def class_labels(label) -> np.ndarray | None:
+    """Index labels as int64 (-1 where null) for the summary's per-class CCE sums, or None
+    when the targets are not one index per row."""
+    if isinstance(label, pa.Array) and pa.types.is_integer(label.type):
+        return arrow.to_numpy(label if label.type == pa.int64() else label.cast(pa.int64(), safe=False), fill=-1)
+    return None
 
 
 def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInputError:
@@ -208,11 +213,8 @@ class _DeferredSummary:
         self.rows = self.invalid = self.ignored = 0
         self._calls = []
 
-    def add_losses(self, name, values) -> None:
-        self._calls.append(("add_losses", name, values))
-
-    def add_classes(self, labels, cce) -> None:
-        self._calls.append(("add_classes", labels, cce))
+    def add_losses(self, name, values, labels=None) -> None:
+        self._calls.append(("add_losses", name, values, labels))
 
     def apply(self, summary: Summary) -> None:
         summary.rows += self.rows
@@ -255,16 +257,23 @@ def score_files(
     cores = max(1, min(int(threads or numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS))
     if threads:
         pa.set_cpu_count(max(1, min(int(threads), os.cpu_count() or 1)))
-    # The reader thread keeps one core busy decoding: kernels take the others (on two cores,
-    # one kernel thread finishes the run sooner than two that preempt the decoder).
-    # ``set_num_threads`` is per calling thread; the caller's setting is restored after.
+    # ``set_num_threads`` (in ``_score_files``) is per calling thread; the caller's setting
+    # is restored after.
     caller_threads = numba.get_num_threads()
-    numba.set_num_threads(max(1, cores - 1))
     try:
         return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                            storage_options)
+                            storage_options, cores)
     finally:
         numba.set_num_threads(caller_threads)
+
+
+def kernel_threads(sources, cores: int) -> int:
+    """Kernel threads for a run on ``cores``: when a source must be decoded (Parquet,
+    compressed or remote Arrow IPC) the reader thread keeps one core busy decoding and the
+    kernels take the others (on two cores, one kernel thread finishes the run sooner than
+    two that preempt the decoder); memory-mapped uncompressed Arrow IPC decodes nothing,
+    so the kernels take every core."""
+    return cores if all(s.zero_copy() for s in sources) else max(1, cores - 1)
 
 
 MAX_BATCH_ROWS = 1 << 24  # a larger --batch-rows is taken as this (memory stays bounded)
@@ -272,7 +281,9 @@ _BATCH_OVERHEAD = 16 << 10  # bytes charged per batch on top of its data: tiny b
 
 
 def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                 storage_options=None) -> Summary:
+                 storage_options=None, cores=1) -> Summary:
+    import numba
+
     if batch_rows is not None:
         if batch_rows < 1:
             raise InvalidInputError(f"--batch-rows must be >= 1, got {batch_rows}")
@@ -282,6 +293,7 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     io.check_output(output, files, given=inputs, overwrite=overwrite)
     sources = [io.Source(p) for p in files]
     cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
+    numba.set_num_threads(kernel_threads(sources, cores))
     if fmt == "csv":
         bad = io.csv_unwritable(pa.schema([schema.field(k) for k in cols.keep]))
         if bad:
