@@ -1,8 +1,9 @@
 """CPU backend: ``run()`` picks the kernel for a pair of layouts.
 
-- no options (smoothing 0, no weights) and few classes per row (at most ``_NARROW`` on
-  average): the block kernels of ``cpu_blocks.py``;
-- no options, wider rows: the per-row fast kernels of ``cpu_rows.py``;
+- no options (smoothing 0, no weights), ragged rows or at most ``_NARROW`` columns: the
+  block kernels of ``cpu_blocks.py`` (which score each ragged row wider than ``_NARROW``
+  with its row function, so that a row's path never depends on the rest of the batch);
+- no options, more than ``_NARROW`` columns: the per-row fast kernels of ``cpu_rows.py``;
 - any option: the general row kernels of ``cpu_rows.py``.
 """
 
@@ -63,7 +64,7 @@ def _run(pred, target, prm, w, pw, out, status):
     if prm.smoothing == 0.0 and w.size == 0 and pw.size == 0:
         pv, po, pc = _flat(pred)
         n = out.shape[0]
-        narrow = (pc if pc >= 0 else (po[n] - po[0]) / max(n, 1)) <= _NARROW
+        narrow = pc <= _NARROW  # ragged rows (pc < 0): the block kernels pick per row
         if not narrow:
             if isinstance(target, np.ndarray):
                 _fast_index(pv, po, pc, target, prm, out, status)

@@ -270,8 +270,8 @@ def _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1):
 
 
 @njit(**_jit)
-def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
-    """Score rows ``r0:r1`` against index labels, vectorised across the block."""
+def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` (at most ``_BLOCK``) against index labels, vectorised across them."""
     a0, a1 = _block_span(po, pc, r0, r1)
     ne = a1 - a0
     cap = scr.shape[0] - _NROW
@@ -379,8 +379,8 @@ def _flat_target_flags(tv, b0, b1, bce):
 
 
 @njit(**_jit)
-def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
-    """Score rows ``r0:r1`` against dense targets, vectorised across the block."""
+def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` (at most ``_BLOCK``) against dense targets, vectorised across them."""
     a0, a1 = _block_span(po, pc, r0, r1)
     b0, b1 = _block_span(to, tc, r0, r1)
     ne = a1 - a0
@@ -463,6 +463,61 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
 
 
+# ---- a row's path depends on its own length only ------------------------------------------
+#
+# A row of at most ``_NARROW`` classes is scored by the block arithmetic above, a wider row by
+# its row function (``cpu_rows``): the two sum in different orders, so which one scores a row
+# must not depend on its neighbours (results are bit-identical whatever the batch split or
+# thread count). A ragged block is cut into runs of consecutive narrow rows that fit the
+# scratch (a run's per-row sums do not depend on where it starts), with the wide rows between.
+
+
+@njit(**_jit)
+def _narrow_run_end(po, pc, i, r1, cap):
+    """The end of the run of narrow rows starting at ``i`` whose values (twice) fit ``cap``."""
+    if pc >= 0:
+        return r1
+    tot = 0
+    j = i
+    while j < r1:
+        _, n = _span(po, pc, j)
+        if n > _NARROW or 2 * (tot + n) > cap:
+            break
+        tot += n
+        j += 1
+    return j
+
+
+@njit(**_jit)
+def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
+    """Rows ``r0:r1`` against index labels: runs of narrow rows in blocks, wide rows alone."""
+    cap = scr.shape[0] - _NROW
+    i = r0
+    while i < r1:
+        j = _narrow_run_end(po, pc, i, r1, cap)
+        if j > i:
+            _run_index(pv, po, pc, y, prm, out, status, i, j, scr)
+            i = j
+        else:
+            _rows_one_by_one_index(pv, po, pc, y, prm, out, status, i, i + 1)
+            i += 1
+
+
+@njit(**_jit)
+def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
+    """Rows ``r0:r1`` against dense targets: runs of narrow rows in blocks, wide rows alone."""
+    cap = scr.shape[0] - _NROW
+    i = r0
+    while i < r1:
+        j = _narrow_run_end(po, pc, i, r1, cap)
+        if j > i:
+            _run_dense(pv, po, pc, tv, to, tc, prm, out, status, i, j, scr)
+            i = j
+        else:
+            _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, i, i + 1)
+            i += 1
+
+
 def _chunks(n_blocks):
     return max(1, min(n_blocks, 4 * numba.get_num_threads()))
 
@@ -471,7 +526,8 @@ def _scratch(n_rows, n_values):
     """Caller-allocated scratch for the narrow kernels: one row per chunk of blocks."""
     n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
     per_block = -(-n_values // max(n_blocks, 1))
-    cap = min(max(4 * per_block, 1), 4 * _BLOCK * _NARROW)
+    # room for any run of narrow rows (twice its values: CCE from dense logits needs it)
+    cap = min(max(4 * per_block, 2 * _BLOCK * _NARROW), 4 * _BLOCK * _NARROW)
     return np.empty((_chunks(n_blocks), cap + _NROW))
 
 
