@@ -161,11 +161,23 @@ def _row_shift(s, m):
 
 
 @njit(**_jit)
-def _shift_rows(v, po, pc, a0, r0, r1, status, M, E):
+def _shift_rows(v, po, pc, a0, r0, r1, status, M, E, D):
     """Row maxima into ``M`` and ``E = x - m`` for the block's values (``m`` from
-    ``_row_shift``); returns how many rows have a max to leave out of ``_exp_rest``'s sum."""
+    ``_row_shift``, kept in ``D`` for dense rows); returns how many rows have a max to leave
+    out of ``_exp_rest``'s sum. Dense rows: C strided passes across the rows (vectorised; a
+    loop over a row's few classes is not)."""
     _rmax(v, po, pc, r0, r1, M)
     expected = 0.0
+    if pc >= 0:
+        nb = r1 - r0
+        for j in range(nb):
+            m = _row_shift(status[r0 + j], M[j])
+            expected += 1.0 if m == M[j] else 0.0
+            D[j] = m
+        for c in range(pc):
+            for j in range(nb):
+                E[_u(j * pc + c)] = float(v[_u(a0 + j * pc + c)]) - D[j]
+        return expected
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         j = i - r0
@@ -199,6 +211,27 @@ def _exp_rest(E, a0, po, pc, r0, r1, S, v, M, status, expected):
                 for c in range(a, a + n):
                     cnt += 1.0 if float(v[c]) == M[j] else 0.0
                 S[j] += cnt - 1.0
+
+
+@njit(**_jit)
+def _pair_rest(v, y, status, r0, r1, S, R, T):
+    """CCE from logits, dense rows of two classes: ``R = m - x_y`` and ``S = e^(lo - m)``
+    (``lo`` the other logit; 1 for a tie, 0 when both are masked), in one pass across the
+    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest``, so the
+    same bits, without their passes over the classes (which cost more than the values at C = 2)."""
+    for i in range(r0, r1):
+        j = i - r0
+        s = status[i]
+        x0 = float(v[_u(2 * i)])
+        x1 = float(v[_u(2 * i + 1)])
+        m = x0 if x0 > x1 else x1
+        lo = x1 if x0 > x1 else x0
+        sh = _row_shift(s, m)
+        d = lo - sh
+        xy = x1 if y[i] == 1 else x0
+        R[j] = sh - xy if s == OK else 0.0
+        S[j] = fm.exp(d) if d < 0.0 else (1.0 if d == 0.0 else 0.0)
+        T[j] = 1.0
 
 
 @njit(**_jit)
@@ -305,9 +338,13 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     E = scr[:ne]
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
+    if not prm.bce and pc == 2:  # two classes: the same sums, one row per step (see _pair_rest)
+        _pair_rest(pv, y, status, r0, r1, S, R, T)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+        return
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E)
+        expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
         for i in range(r0, r1):
             a, _ = _span(po, pc, i)
             j = i - r0
@@ -451,7 +488,7 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     # E holds d, then exp(d); the products t d go to the scratch after E.
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
     F = scr[ne : 2 * ne]
-    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E)
+    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
     for k in range(ne):
         tk = float(Tb[k])
         e = E[k]
