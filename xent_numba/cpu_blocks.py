@@ -235,6 +235,28 @@ def _pair_rest(v, y, status, r0, r1, S, R, T):
 
 
 @njit(**_jit)
+def _pair_dense(V, Tb, status, r0, r1, S, R):
+    """CCE from logits against dense targets, rows of two classes (``V``, ``Tb``: the block's
+    values from 0): ``R = -sum_c t_c (x_c - m)`` (terms with ``t_c = 0`` left out) and ``S`` as
+    in ``_pair_rest``; the same operations as ``_shift_rows`` + ``_rsum`` + ``_exp_rest``."""
+    for j in range(r1 - r0):
+        s = status[r0 + j]
+        x0 = float(V[_u(2 * j)])
+        x1 = float(V[_u(2 * j + 1)])
+        t0 = float(Tb[_u(2 * j)])
+        t1 = float(Tb[_u(2 * j + 1)])
+        m = x0 if x0 > x1 else x1
+        lo = x1 if x0 > x1 else x0
+        sh = _row_shift(s, m)
+        r = 0.0
+        r += t0 * (x0 - sh) if t0 != 0.0 else 0.0
+        r += t1 * (x1 - sh) if t1 != 0.0 else 0.0
+        R[j] = -r
+        d = lo - sh
+        S[j] = fm.exp(d) if d < 0.0 else (1.0 if d == 0.0 else 0.0)
+
+
+@njit(**_jit)
 def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s, masked):
     """``out_i = (R_i + T_i log1p(S_i)) * scale`` (or ``S_i`` without the log) for OK rows,
     inf for a masked true class (only where the block has a ``-inf`` logit), else NaN."""
@@ -486,6 +508,10 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
         return
     # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
     # E holds d, then exp(d); the products t d go to the scratch after E.
+    if pc == 2:  # two classes: one pass across the rows (see _pair_dense)
+        _pair_dense(V, Tb, status, r0, r1, S, R)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+        return
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
     F = scr[ne : 2 * ne]
     expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
