@@ -72,7 +72,7 @@ def _run(pred, target, prm, w, pw, out, status):
                 tv, to, tc = _flat(target)
                 _fast_dense(pv, po, pc, tv, to, tc, prm, out, status)
             return
-        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0])
+        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0)
         if isinstance(target, np.ndarray):
             _narrow_index(pv, po, pc, target, prm, out, status, scr)
         else:

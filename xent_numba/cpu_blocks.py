@@ -585,12 +585,13 @@ def _chunks(n_blocks):
     return max(1, min(n_blocks, 4 * numba.get_num_threads()))
 
 
-def _scratch(n_rows, n_values):
+def _scratch(n_rows, n_values, ragged=False):
     """Caller-allocated scratch for the narrow kernels: one row per chunk of blocks."""
     n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
     per_block = -(-n_values // max(n_blocks, 1))
-    # room for any run of narrow rows (twice its values: CCE from dense logits needs it)
-    cap = min(max(4 * per_block, 2 * _BLOCK * _NARROW), 4 * _BLOCK * _NARROW)
+    # ragged rows: room for any run of narrow rows (twice its values: CCE from dense logits)
+    run = 2 * min(n_rows, _BLOCK) * _NARROW if ragged else 1
+    cap = min(max(4 * per_block, run), 4 * _BLOCK * _NARROW)
     return np.empty((_chunks(n_blocks), cap + _NROW))
 
 
