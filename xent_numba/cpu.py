@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from .arrow import Dense, Ragged
-from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _scratch
+from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch
 from .cpu_rows import _dense_dense, _dense_index, _fast_dense, _fast_index, _ragged_dense, _ragged_index
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
@@ -72,12 +72,13 @@ def _run(pred, target, prm, w, pw, out, status):
                 tv, to, tc = _flat(target)
                 _fast_dense(pv, po, pc, tv, to, tc, prm, out, status)
             return
-        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0)
+        blk = _rows_per_block(n, pc < 0)
+        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0, blk=blk)
         if isinstance(target, np.ndarray):
-            _narrow_index(pv, po, pc, target, prm, out, status, scr)
+            _narrow_index(pv, po, pc, target, prm, out, status, scr, blk)
         else:
             tv, to, tc = _flat(target)
-            _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr)
+            _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk)
         return
     if isinstance(target, np.ndarray):
         if isinstance(pred, Dense):

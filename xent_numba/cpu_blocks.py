@@ -585,9 +585,17 @@ def _chunks(n_blocks):
     return max(1, min(n_blocks, 4 * numba.get_num_threads()))
 
 
-def _scratch(n_rows, n_values, ragged=False):
+def _rows_per_block(n_rows, ragged):
+    """``_BLOCK``, or fewer rows per block for a short ragged batch, so that every thread gets
+    blocks when its rows are wide (the blocks' boundaries never change a row's loss)."""
+    if not ragged:
+        return _BLOCK
+    return max(1, min(_BLOCK, -(-n_rows // (4 * numba.get_num_threads()))))
+
+
+def _scratch(n_rows, n_values, ragged=False, blk=_BLOCK):
     """Caller-allocated scratch for the narrow kernels: one row per chunk of blocks."""
-    n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
+    n_blocks = (n_rows + blk - 1) // blk
     per_block = -(-n_values // max(n_blocks, 1))
     # ragged rows: room for any run of narrow rows (twice its values: CCE from dense logits)
     run = 2 * min(n_rows, _BLOCK) * _NARROW if ragged else 1
@@ -596,22 +604,22 @@ def _scratch(n_rows, n_values, ragged=False):
 
 
 @njit(**_pjit)
-def _narrow_index(pv, po, pc, y, prm, out, status, scr):
-    """Blocks of ``_BLOCK`` rows against index labels (see ``_block_index``)."""
+def _narrow_index(pv, po, pc, y, prm, out, status, scr, blk=_BLOCK):
+    """Blocks of ``blk`` (<= ``_BLOCK``) rows against index labels (see ``_block_index``)."""
     n = y.shape[0]
-    nblk = (n + _BLOCK - 1) // _BLOCK
+    nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
     for j in prange(nch):
         for b in range(j * nblk // nch, (j + 1) * nblk // nch):
-            _block_index(pv, po, pc, y, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
+            _block_index(pv, po, pc, y, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
 
 
 @njit(**_pjit)
-def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr):
-    """Blocks of ``_BLOCK`` rows against dense targets (see ``_block_dense``)."""
+def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk=_BLOCK):
+    """Blocks of ``blk`` (<= ``_BLOCK``) rows against dense targets (see ``_block_dense``)."""
     n = out.shape[0]
-    nblk = (n + _BLOCK - 1) // _BLOCK
+    nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
     for j in prange(nch):
         for b in range(j * nblk // nch, (j + 1) * nblk // nch):
-            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
+            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
