@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py            # full run (N = 2M rows, C = 10, float32)
     python benchmarks/bench.py --quick    # a short run (N = 200k)
+    python benchmarks/bench.py --only memory -c 10,2   # the kernel tables at C = 10 and C = 2
 
 Prints markdown tables: in-memory kernels (NumPy, PyTorch CPU, a memory-bandwidth floor),
 end to end from Parquet (`xent score` vs a bare `pyarrow.parquet.read_table`, DuckDB,
@@ -135,15 +136,37 @@ def xent_impls(d):
     }
 
 
+_FLOOR_SUM = None
+
+
+def floor_sum():
+    """A 2-thread Numba ``prange`` sum over a flat array (fastmath reduction): one read of it."""
+    global _FLOOR_SUM
+    if _FLOOR_SUM is None:
+        import numba
+
+        @numba.njit(parallel=True, fastmath=True, cache=False)
+        def psum(a):
+            s = a.dtype.type(0)
+            for i in numba.prange(a.size):
+                s += a[i]
+            return s
+
+        _FLOOR_SUM = psum
+    return _FLOOR_SUM
+
+
 def floor_impls(d):
-    """A plain sum over the arrays each mode reads: what memory bandwidth alone costs."""
-    P, L, y, OH, MH, S = d["probs"], d["logits"], d["y"], d["onehot"], d["multihot"], d["sig"]
+    """A 2-thread prange sum over each array a mode reads: what memory bandwidth alone costs."""
+    flat = {k: np.ascontiguousarray(v).reshape(-1) for k, v in d.items()}
+    P, L, y, OH, MH, S = flat["probs"], flat["logits"], flat["y"], flat["onehot"], flat["multihot"], flat["sig"]
+    f = floor_sum()
     return {
-        "cce_prob_index": lambda: (P.sum(), y.sum()),
-        "cce_logit_index": lambda: (L.sum(), y.sum()),
-        "cce_logit_onehot": lambda: (L.sum(), OH.sum()),
-        "bce_prob_multihot": lambda: (S.sum(), MH.sum()),
-        "bce_logit_multihot": lambda: (L.sum(), MH.sum()),
+        "cce_prob_index": lambda: (f(P), f(y)),
+        "cce_logit_index": lambda: (f(L), f(y)),
+        "cce_logit_onehot": lambda: (f(L), f(OH)),
+        "bce_prob_multihot": lambda: (f(S), f(MH)),
+        "bce_logit_multihot": lambda: (f(L), f(MH)),
     }
 
 
@@ -166,26 +189,31 @@ def check_agreement(d, ours, theirs, name):
             raise SystemExit(f"{name} disagrees with xent-numba on {mode}: max diff {np.abs(a - b).max()}")
 
 
-def in_memory(n, c, repeat):
-    d = make_data(n, c)
-    ours, floor, np_ = xent_impls(d), floor_impls(d), numpy_impls(d)
+def in_memory(total, cs, repeat):
+    """One table per C, each on N = total // C rows (the same N*C values, so the same bytes of predictions)."""
     torch = optional("torch")
-    th = torch_impls(d, torch) if torch else None
-    check_agreement(d, ours, np_, "NumPy")
-    if th:
-        check_agreement(d, ours, th, "PyTorch")
-    print(f"\n### In-memory kernels (N = {n:,}, C = {c}, float32, {xn_threads()} threads)\n")
-    print("| mode | xent-numba ms | NumPy ms | PyTorch CPU ms | floor ms | vs NumPy | vs PyTorch | xent / floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for mode, label in MODES.items():
-        t_x = best(ours[mode], repeat)
-        t_n = best(np_[mode], repeat)
-        t_t = best(th[mode], repeat) if th else None
-        t_f = best(floor[mode], repeat)
-        print(f"| {label} | {fmt_ms(t_x)} | {fmt_ms(t_n)} | {fmt_ms(t_t)} | {fmt_ms(t_f)} "
-              f"| {fmt_x(t_n, t_x)} | {fmt_x(t_t, t_x)} | {fmt_x(t_x, t_f)} |")
+    for c in cs:
+        n = max(1, total // c)
+        d = make_data(n, c)
+        ours, floor, np_ = xent_impls(d), floor_impls(d), numpy_impls(d)
+        th = torch_impls(d, torch) if torch else None
+        check_agreement(d, ours, np_, "NumPy")
+        if th:
+            check_agreement(d, ours, th, "PyTorch")
+        print(f"\n### In-memory kernels (N = {n:,}, C = {c}, float32, {xn_threads()} threads)\n")
+        print("| mode | xent-numba ms | NumPy ms | PyTorch CPU ms | floor ms | vs NumPy | vs PyTorch | xent / floor |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for mode, label in MODES.items():
+            t_x = best(ours[mode], repeat)
+            t_n = best(np_[mode], repeat)
+            t_t = best(th[mode], repeat) if th else None
+            t_f = best(floor[mode], repeat)
+            print(f"| {label} | {fmt_ms(t_x)} | {fmt_ms(t_n)} | {fmt_ms(t_t)} | {fmt_ms(t_f)} "
+                  f"| {fmt_x(t_n, t_x)} | {fmt_x(t_t, t_x)} | {fmt_x(t_x, t_f)} |")
     print("\n'vs X' = X's time / xent-numba's time (higher: xent-numba faster). NumPy's CCE from "
-          "probabilities is the bare fancy-index gather `-log(P[i, y])` (no validation).")
+          "probabilities is the bare fancy-index gather `-log(P[i, y])` (no validation). The floor is "
+          "a 2-thread Numba `prange` sum over each array the mode reads (predictions and targets), once. "
+          "Every table has the same N*C values.")
 
 
 def xn_threads():
@@ -360,7 +388,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N = 200k and fewer repeats")
     ap.add_argument("-n", type=int, default=None, help="rows (default 2,000,000; 200,000 with --quick)")
-    ap.add_argument("-c", type=int, default=10, help="classes (default 10)")
+    ap.add_argument("-c", default="10,2",
+                    help="classes, a comma-separated list (default 10,2): one in-memory table per C, each "
+                         "with the same N*C values as N rows at the first C; e2e uses the first")
     ap.add_argument("--repeat", type=int, default=None, help="runs per timing, best kept (default 5; 2 with --quick)")
     ap.add_argument("--only", choices=["memory", "e2e", "scaling", "warm"], action="append",
                     help="run only these sections (repeatable)")
@@ -368,14 +398,15 @@ def main(argv=None):
     n = a.n or (200_000 if a.quick else 2_000_000)
     repeat = a.repeat or (2 if a.quick else 5)
     sections = a.only or ["memory", "e2e", "scaling", "warm"]
+    cs = [int(c) for c in str(a.c).split(",") if c.strip()]
     print(f"# xent-numba benchmark — `python benchmarks/bench.py{' --quick' if a.quick else ''}`")
     with tempfile.TemporaryDirectory() as tmp:
         if "memory" in sections:
-            in_memory(n, a.c, repeat)
+            in_memory(n * cs[0], cs, repeat)
         if "e2e" in sections:
-            end_to_end(n, a.c, repeat, tmp)
+            end_to_end(n, cs[0], repeat, tmp)
         if "scaling" in sections:
-            scaling(n * a.c, repeat)
+            scaling(n * cs[0], repeat)
         if "warm" in sections:
             warm_start(tmp)
     print(f"\nMachine: {machine()}.")

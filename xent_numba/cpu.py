@@ -1,8 +1,9 @@
 """CPU backend: ``run()`` picks the kernel for a pair of layouts.
 
-- no options (smoothing 0, no weights) and few classes per row (at most ``_NARROW`` on
-  average): the block kernels of ``cpu_blocks.py``;
-- no options, wider rows: the per-row fast kernels of ``cpu_rows.py``;
+- no options (smoothing 0, no weights), ragged rows or at most ``_NARROW`` columns: the
+  block kernels of ``cpu_blocks.py`` (which score each ragged row wider than ``_NARROW``
+  with its row function, so that a row's path never depends on the rest of the batch);
+- no options, more than ``_NARROW`` columns: the per-row fast kernels of ``cpu_rows.py``;
 - any option: the general row kernels of ``cpu_rows.py``.
 """
 
@@ -14,7 +15,7 @@ import numba
 import numpy as np
 
 from .arrow import Dense, Ragged
-from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _scratch
+from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch
 from .cpu_rows import _dense_dense, _dense_index, _fast_dense, _fast_index, _ragged_dense, _ragged_index
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
@@ -63,7 +64,7 @@ def _run(pred, target, prm, w, pw, out, status):
     if prm.smoothing == 0.0 and w.size == 0 and pw.size == 0:
         pv, po, pc = _flat(pred)
         n = out.shape[0]
-        narrow = (pc if pc >= 0 else (po[n] - po[0]) / max(n, 1)) <= _NARROW
+        narrow = pc <= _NARROW  # ragged rows (pc < 0): the block kernels pick per row
         if not narrow:
             if isinstance(target, np.ndarray):
                 _fast_index(pv, po, pc, target, prm, out, status)
@@ -71,12 +72,13 @@ def _run(pred, target, prm, w, pw, out, status):
                 tv, to, tc = _flat(target)
                 _fast_dense(pv, po, pc, tv, to, tc, prm, out, status)
             return
-        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0])
+        blk = _rows_per_block(n, pc < 0)
+        scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0, blk=blk)
         if isinstance(target, np.ndarray):
-            _narrow_index(pv, po, pc, target, prm, out, status, scr)
+            _narrow_index(pv, po, pc, target, prm, out, status, scr, blk)
         else:
             tv, to, tc = _flat(target)
-            _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr)
+            _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk)
         return
     if isinstance(target, np.ndarray):
         if isinstance(pred, Dense):

@@ -161,11 +161,23 @@ def _row_shift(s, m):
 
 
 @njit(**_jit)
-def _shift_rows(v, po, pc, a0, r0, r1, status, M, E):
+def _shift_rows(v, po, pc, a0, r0, r1, status, M, E, D):
     """Row maxima into ``M`` and ``E = x - m`` for the block's values (``m`` from
-    ``_row_shift``); returns how many rows have a max to leave out of ``_exp_rest``'s sum."""
+    ``_row_shift``, kept in ``D`` for dense rows); returns how many rows have a max to leave
+    out of ``_exp_rest``'s sum. Dense rows: C strided passes across the rows (vectorised; a
+    loop over a row's few classes is not)."""
     _rmax(v, po, pc, r0, r1, M)
     expected = 0.0
+    if pc >= 0:
+        nb = r1 - r0
+        for j in range(nb):
+            m = _row_shift(status[r0 + j], M[j])
+            expected += 1.0 if m == M[j] else 0.0
+            D[j] = m
+        for c in range(pc):
+            for j in range(nb):
+                E[_u(j * pc + c)] = float(v[_u(a0 + j * pc + c)]) - D[j]
+        return expected
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
         j = i - r0
@@ -199,6 +211,49 @@ def _exp_rest(E, a0, po, pc, r0, r1, S, v, M, status, expected):
                 for c in range(a, a + n):
                     cnt += 1.0 if float(v[c]) == M[j] else 0.0
                 S[j] += cnt - 1.0
+
+
+@njit(**_jit)
+def _pair_rest(v, y, status, r0, r1, S, R, T):
+    """CCE from logits, dense rows of two classes: ``R = m - x_y`` and ``S = e^(lo - m)``
+    (``lo`` the other logit; 1 for a tie, 0 when both are masked), in one pass across the
+    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest``, so the
+    same bits, without their passes over the classes (which cost more than the values at C = 2)."""
+    for i in range(r0, r1):
+        j = i - r0
+        s = status[i]
+        x0 = float(v[_u(2 * i)])
+        x1 = float(v[_u(2 * i + 1)])
+        m = x0 if x0 > x1 else x1
+        lo = x1 if x0 > x1 else x0
+        sh = _row_shift(s, m)
+        d = lo - sh
+        xy = x1 if y[i] == 1 else x0
+        R[j] = sh - xy if s == OK else 0.0
+        S[j] = fm.exp(d) if d < 0.0 else (1.0 if d == 0.0 else 0.0)
+        T[j] = 1.0
+
+
+@njit(**_jit)
+def _pair_dense(V, Tb, status, r0, r1, S, R):
+    """CCE from logits against dense targets, rows of two classes (``V``, ``Tb``: the block's
+    values from 0): ``R = -sum_c t_c (x_c - m)`` (terms with ``t_c = 0`` left out) and ``S`` as
+    in ``_pair_rest``; the same operations as ``_shift_rows`` + ``_rsum`` + ``_exp_rest``."""
+    for j in range(r1 - r0):
+        s = status[r0 + j]
+        x0 = float(V[_u(2 * j)])
+        x1 = float(V[_u(2 * j + 1)])
+        t0 = float(Tb[_u(2 * j)])
+        t1 = float(Tb[_u(2 * j + 1)])
+        m = x0 if x0 > x1 else x1
+        lo = x1 if x0 > x1 else x0
+        sh = _row_shift(s, m)
+        r = 0.0
+        r += t0 * (x0 - sh) if t0 != 0.0 else 0.0
+        r += t1 * (x1 - sh) if t1 != 0.0 else 0.0
+        R[j] = -r
+        d = lo - sh
+        S[j] = fm.exp(d) if d < 0.0 else (1.0 if d == 0.0 else 0.0)
 
 
 @njit(**_jit)
@@ -270,8 +325,8 @@ def _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1):
 
 
 @njit(**_jit)
-def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
-    """Score rows ``r0:r1`` against index labels, vectorised across the block."""
+def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` (at most ``_BLOCK``) against index labels, vectorised across them."""
     a0, a1 = _block_span(po, pc, r0, r1)
     ne = a1 - a0
     cap = scr.shape[0] - _NROW
@@ -305,9 +360,13 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     E = scr[:ne]
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
+    if not prm.bce and pc == 2:  # two classes: the same sums, one row per step (see _pair_rest)
+        _pair_rest(pv, y, status, r0, r1, S, R, T)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+        return
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E)
+        expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
         for i in range(r0, r1):
             a, _ = _span(po, pc, i)
             j = i - r0
@@ -379,8 +438,8 @@ def _flat_target_flags(tv, b0, b1, bce):
 
 
 @njit(**_jit)
-def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
-    """Score rows ``r0:r1`` against dense targets, vectorised across the block."""
+def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
+    """Score rows ``r0:r1`` (at most ``_BLOCK``) against dense targets, vectorised across them."""
     a0, a1 = _block_span(po, pc, r0, r1)
     b0, b1 = _block_span(to, tc, r0, r1)
     ne = a1 - a0
@@ -449,9 +508,13 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
         return
     # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
     # E holds d, then exp(d); the products t d go to the scratch after E.
+    if pc == 2:  # two classes: one pass across the rows (see _pair_dense)
+        _pair_dense(V, Tb, status, r0, r1, S, R)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+        return
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
     F = scr[ne : 2 * ne]
-    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E)
+    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
     for k in range(ne):
         tk = float(Tb[k])
         e = E[k]
@@ -463,35 +526,100 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
 
 
+# ---- a row's path depends on its own length only ------------------------------------------
+#
+# A row of at most ``_NARROW`` classes is scored by the block arithmetic above, a wider row by
+# its row function (``cpu_rows``): the two sum in different orders, so which one scores a row
+# must not depend on its neighbours (results are bit-identical whatever the batch split or
+# thread count). A ragged block is cut into runs of consecutive narrow rows that fit the
+# scratch (a run's per-row sums do not depend on where it starts), with the wide rows between.
+
+
+@njit(**_jit)
+def _narrow_run_end(po, pc, i, r1, cap):
+    """The end of the run of narrow rows starting at ``i`` whose values (twice) fit ``cap``."""
+    if pc >= 0:
+        return r1
+    tot = 0
+    j = i
+    while j < r1:
+        _, n = _span(po, pc, j)
+        if n > _NARROW or 2 * (tot + n) > cap:
+            break
+        tot += n
+        j += 1
+    return j
+
+
+@njit(**_jit)
+def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
+    """Rows ``r0:r1`` against index labels: runs of narrow rows in blocks, wide rows alone."""
+    cap = scr.shape[0] - _NROW
+    i = r0
+    while i < r1:
+        j = _narrow_run_end(po, pc, i, r1, cap)
+        if j > i:
+            _run_index(pv, po, pc, y, prm, out, status, i, j, scr)
+            i = j
+        else:
+            _rows_one_by_one_index(pv, po, pc, y, prm, out, status, i, i + 1)
+            i += 1
+
+
+@njit(**_jit)
+def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
+    """Rows ``r0:r1`` against dense targets: runs of narrow rows in blocks, wide rows alone."""
+    cap = scr.shape[0] - _NROW
+    i = r0
+    while i < r1:
+        j = _narrow_run_end(po, pc, i, r1, cap)
+        if j > i:
+            _run_dense(pv, po, pc, tv, to, tc, prm, out, status, i, j, scr)
+            i = j
+        else:
+            _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, i, i + 1)
+            i += 1
+
+
 def _chunks(n_blocks):
     return max(1, min(n_blocks, 4 * numba.get_num_threads()))
 
 
-def _scratch(n_rows, n_values):
+def _rows_per_block(n_rows, ragged):
+    """``_BLOCK``, or fewer rows per block for a short ragged batch, so that every thread gets
+    blocks when its rows are wide (the blocks' boundaries never change a row's loss)."""
+    if not ragged:
+        return _BLOCK
+    return max(1, min(_BLOCK, -(-n_rows // (4 * numba.get_num_threads()))))
+
+
+def _scratch(n_rows, n_values, ragged=False, blk=_BLOCK):
     """Caller-allocated scratch for the narrow kernels: one row per chunk of blocks."""
-    n_blocks = (n_rows + _BLOCK - 1) // _BLOCK
+    n_blocks = (n_rows + blk - 1) // blk
     per_block = -(-n_values // max(n_blocks, 1))
-    cap = min(max(4 * per_block, 1), 4 * _BLOCK * _NARROW)
+    # ragged rows: room for any run of narrow rows (twice its values: CCE from dense logits)
+    run = 2 * min(n_rows, _BLOCK) * _NARROW if ragged else 1
+    cap = min(max(4 * per_block, run), 4 * _BLOCK * _NARROW)
     return np.empty((_chunks(n_blocks), cap + _NROW))
 
 
 @njit(**_pjit)
-def _narrow_index(pv, po, pc, y, prm, out, status, scr):
-    """Blocks of ``_BLOCK`` rows against index labels (see ``_block_index``)."""
+def _narrow_index(pv, po, pc, y, prm, out, status, scr, blk=_BLOCK):
+    """Blocks of ``blk`` (<= ``_BLOCK``) rows against index labels (see ``_block_index``)."""
     n = y.shape[0]
-    nblk = (n + _BLOCK - 1) // _BLOCK
+    nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
     for j in prange(nch):
         for b in range(j * nblk // nch, (j + 1) * nblk // nch):
-            _block_index(pv, po, pc, y, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
+            _block_index(pv, po, pc, y, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
 
 
 @njit(**_pjit)
-def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr):
-    """Blocks of ``_BLOCK`` rows against dense targets (see ``_block_dense``)."""
+def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk=_BLOCK):
+    """Blocks of ``blk`` (<= ``_BLOCK``) rows against dense targets (see ``_block_dense``)."""
     n = out.shape[0]
-    nblk = (n + _BLOCK - 1) // _BLOCK
+    nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
     for j in prange(nch):
         for b in range(j * nblk // nch, (j + 1) * nblk // nch):
-            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * _BLOCK, min(n, (b + 1) * _BLOCK), scr[j])
+            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
