@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from . import storage
+from . import rowgroups, storage
 from .errors import InvalidInputError
 
 PARQUET_EXT = (".parquet", ".parq", ".pq")
@@ -84,6 +84,8 @@ PARQUET_BUFFER_BYTES = 8 << 20
 # Memory-mapped Arrow IPC input: pages this far behind the batch being read are unmapped
 # (beyond the engine's read-ahead of 96 MB, so in practice no page is still in use)
 RELEASE_BEHIND = 128 << 20
+# decoded input that the threads decoding later row groups may hold (``Source.batches``)
+DECODE_AHEAD = 32 << 20
 
 
 def _map_file(path: str):
@@ -179,11 +181,21 @@ class Source:
         )
         return size / max(rg.num_rows, 1)
 
-    def batches(self, columns, batch_rows: int):
-        """Record batches of at most ``batch_rows`` rows holding ``columns``, in file order."""
+    def batches(self, columns, batch_rows: int, decoders: int = 1):
+        """Record batches of at most ``batch_rows`` rows holding ``columns``, in file order.
+        A local Parquet file of several row groups is decoded by ``decoders`` threads, each
+        on its own row groups (``rowgroups.ordered_batches``), at most ``DECODE_AHEAD``
+        bytes decoded ahead of the row group being read."""
         try:
             if self.kind == "parquet":
-                yield from self._pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+                groups = self._pf.metadata.num_row_groups
+                if decoders > 1 and groups > 1 and self._loc is None:
+                    yield from rowgroups.ordered_batches(
+                        lambda: pq.ParquetFile(self.path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False),
+                        groups, columns, batch_rows, decoders, DECODE_AHEAD,
+                    )
+                else:
+                    yield from self._pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
                 return
             for i in range(self._reader.num_record_batches):
                 b = self._reader.get_batch(i)
