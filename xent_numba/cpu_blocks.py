@@ -266,10 +266,10 @@ def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s, masked):
             v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
             _put(out, status, i, v * prm.scale, log_s)
         return
-    for i in range(r0, r1):
-        j = i - r0
+    O, St = out[r0:r1], status[r0:r1]  # views indexed from 0: no wraparound, the loop vectorises
+    for j in range(r1 - r0):
         v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
-        out[i] = v * prm.scale if status[i] == OK else _NAN
+        O[j] = v * prm.scale if St[j] == OK else _NAN
 
 
 @njit(**_ijit)
@@ -289,10 +289,11 @@ def _bce_rows(out, status, po, pc, r0, r1, S, prm, masked):
             _, n = _span(po, pc, i)
             _put(out, status, i, _bce_finish(S[i - r0], n, prm), prm.from_logits)
         return
-    for i in range(r0, r1):
-        _, n = _span(po, pc, i)
-        v = _bce_finish(S[i - r0], n, prm)
-        out[i] = v if status[i] == OK else _NAN
+    O, St = out[r0:r1], status[r0:r1]  # views indexed from 0: no wraparound, the loop vectorises
+    for j in range(r1 - r0):
+        _, n = _span(po, pc, r0 + j)
+        v = _bce_finish(S[j], n, prm)
+        O[j] = v if St[j] == OK else _NAN
 
 
 def _lpe(x):
@@ -335,14 +336,15 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         return
     flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     ign = prm.has_ignore and not prm.bce
-    for i in range(r0, r1):  # branch-free row checks
-        _, n = _span(po, pc, i)
-        yi = y[i]
+    Y, St = y[r0:r1], status[r0:r1]  # views indexed from 0: no wraparound, the loops vectorise
+    for j in range(r1 - r0):  # branch-free row checks
+        _, n = _span(po, pc, r0 + j)
+        yi = Y[j]
         s = OK
         s = LABEL_RANGE if (yi < 0) | (yi >= n) else s
         s = IGNORED if ign & (yi == prm.ignore_index) else s
         s = EMPTY_ROW if n == 0 else s
-        status[i] = s
+        St[j] = s
     if not flat_ok:
         for i in range(r0, r1):
             if status[i] == OK:
@@ -350,12 +352,13 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
                 status[i] = _row_pred_status(pv, a, n, prm.from_logits)
     S = scr[cap : cap + _BLOCK]
     if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
-        for i in range(r0, r1):
-            a, _ = _span(po, pc, i)
-            S[i - r0] = float(pv[a + y[i]]) if status[i] == OK else 1.0
-        for i in range(r0, r1):
-            v = -_clog(S[i - r0], prm.lo, prm.hi, prm.logmin) * prm.scale
-            out[i] = v if status[i] == OK else _NAN
+        O = out[r0:r1]
+        for j in range(r1 - r0):
+            a, _ = _span(po, pc, r0 + j)
+            S[j] = float(pv[a + Y[j]]) if St[j] == OK else 1.0
+        for j in range(r1 - r0):
+            v = -_clog(S[j], prm.lo, prm.hi, prm.logmin) * prm.scale
+            O[j] = v if St[j] == OK else _NAN
         return
     E = scr[:ne]
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
@@ -367,10 +370,9 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
         expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
-        for i in range(r0, r1):
-            a, _ = _span(po, pc, i)
-            j = i - r0
-            R[j] = _row_shift(status[i], M[j]) - float(pv[a + y[i]]) if status[i] == OK else 0.0
+        for j in range(r1 - r0):
+            a, _ = _span(po, pc, r0 + j)
+            R[j] = _row_shift(St[j], M[j]) - float(pv[a + Y[j]]) if St[j] == OK else 0.0
             T[j] = 1.0
         _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
@@ -462,12 +464,13 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     bad_t, hard = _flat_target_flags(tv, b0, b1, prm.bce)
     if not prm.bce:
         _rsum(tv, d, po, pc, r0, r1, T)
-    for i in range(r0, r1):
-        _, n = _span(po, pc, i)
+    St = status[r0:r1]  # a view indexed from 0: no wraparound, the loop vectorises
+    for j in range(r1 - r0):
+        _, n = _span(po, pc, r0 + j)
         s = OK
         if not prm.bce:
-            s = TARGET_SUM if abs(T[i - r0] - 1.0) > _SUM_ATOL else s
-        status[i] = EMPTY_ROW if n == 0 else s
+            s = TARGET_SUM if abs(T[j] - 1.0) > _SUM_ATOL else s
+        St[j] = EMPTY_ROW if n == 0 else s
     if bad_t:  # find the rows with an invalid target value
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
