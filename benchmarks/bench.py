@@ -18,6 +18,7 @@ import importlib
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,20 @@ def best(fn, repeat):
 
 def fmt_ms(t):
     return "—" if t is None else f"{t * 1e3:.1f}"
+
+
+def best_of(fn, k):
+    """Best wall time of ``k`` calls (no warm-up)."""
+    t = float("inf")
+    for _ in range(k):
+        s = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - s)
+    return t
+
+
+def fmt_r(r):
+    return "—" if r is None else f"{r:.2f}×"
 
 
 def fmt_x(a, b):
@@ -204,12 +219,21 @@ def in_memory(total, cs, repeat):
         print("| mode | xent-numba ms | NumPy ms | PyTorch CPU ms | floor ms | vs NumPy | vs PyTorch | xent / floor |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for mode, label in MODES.items():
-            t_x = best(ours[mode], repeat)
-            t_n = best(np_[mode], repeat)
-            t_t = best(th[mode], repeat) if th else None
-            t_f = best(floor[mode], repeat)
+            # interleaved rounds: each round times every implementation once (best of 3 calls),
+            # and each ratio is the median over rounds of the ratio within a round (this shared
+            # machine's speed drifts within seconds; best times taken apart gave 2x swings)
+            impls = [ours[mode], np_[mode], th[mode] if th else None, floor[mode]]
+            for f in impls:
+                if f:
+                    f()
+            rounds = [[best_of(f, 3) if f else None for f in impls] for _ in range(repeat)]
+            t_x, t_n, t_t, t_f = (None if r[0] is None else statistics.median(r)
+                                  for r in zip(*rounds))
+            med = lambda i, j: None if impls[i] is None else statistics.median(r[i] / r[j] for r in rounds)  # noqa: E731
             print(f"| {label} | {fmt_ms(t_x)} | {fmt_ms(t_n)} | {fmt_ms(t_t)} | {fmt_ms(t_f)} "
-                  f"| {fmt_x(t_n, t_x)} | {fmt_x(t_t, t_x)} | {fmt_x(t_x, t_f)} |")
+                  f"| {fmt_r(med(1, 0))} | {fmt_r(med(2, 0))} | {fmt_r(med(0, 3))} |")
+    print(f"\nTimes: median over {repeat} interleaved rounds of the best of 3 calls; ratios: median over "
+          "rounds of the ratio within a round.")
     print("\n'vs X' = X's time / xent-numba's time (higher: xent-numba faster). NumPy's CCE from "
           "probabilities is the bare fancy-index gather `-log(P[i, y])` (no validation). The floor is "
           "a 2-thread Numba `prange` sum over each array the mode reads (predictions and targets), once. "
