@@ -48,9 +48,10 @@ def optional(name):
         return None
 
 
-def best(fn, repeat):
-    """Best wall time of ``repeat`` runs after one warm-up run."""
-    fn()
+def best(fn, repeat, warm=True):
+    """Best wall time of ``repeat`` runs (after one warm-up run unless ``warm`` is False)."""
+    if warm:
+        fn()
     t = float("inf")
     for _ in range(repeat):
         s = time.perf_counter()
@@ -61,16 +62,6 @@ def best(fn, repeat):
 
 def fmt_ms(t):
     return "—" if t is None else f"{t * 1e3:.1f}"
-
-
-def best_of(fn, k):
-    """Best wall time of ``k`` calls (no warm-up)."""
-    t = float("inf")
-    for _ in range(k):
-        s = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - s)
-    return t
 
 
 def fmt_r(r):
@@ -226,7 +217,7 @@ def in_memory(total, cs, repeat):
             for f in impls:
                 if f:
                     f()
-            rounds = [[best_of(f, 3) if f else None for f in impls] for _ in range(repeat)]
+            rounds = [[best(f, 3, warm=False) if f else None for f in impls] for _ in range(repeat)]
             t_x, t_n, t_t, t_f = (None if r[0] is None else statistics.median(r)
                                   for r in zip(*rounds))
             med = lambda i, j: None if impls[i] is None else statistics.median(r[i] / r[j] for r in rounds)  # noqa: E731
