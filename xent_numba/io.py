@@ -181,18 +181,27 @@ class Source:
         )
         return size / max(rg.num_rows, 1)
 
+    def decoder_threads(self, wanted: int) -> int:
+        """Threads that decode this file's batches when ``wanted`` are offered: a local
+        Parquet file of several row groups takes them all (one per row group at a time),
+        anything else one (remote files are read through one stream; Arrow IPC needs
+        no decoding or decodes batch by batch)."""
+        if self.kind == "parquet" and self._loc is None and self._pf.metadata.num_row_groups > 1:
+            return max(1, wanted)
+        return 1
+
     def batches(self, columns, batch_rows: int, decoders: int = 1):
-        """Record batches of at most ``batch_rows`` rows holding ``columns``, in file order.
-        A local Parquet file of several row groups is decoded by ``decoders`` threads, each
-        on its own row groups (``rowgroups.ordered_batches``), at most ``DECODE_AHEAD``
-        bytes decoded ahead of the row group being read."""
+        """Record batches of at most ``batch_rows`` rows holding ``columns``, in file order,
+        decoded by ``decoder_threads(decoders)`` threads, each on its own row groups
+        (``rowgroups.ordered_batches``), at most ``DECODE_AHEAD`` bytes decoded ahead of the
+        row group being read."""
         try:
             if self.kind == "parquet":
-                groups = self._pf.metadata.num_row_groups
-                if decoders > 1 and groups > 1 and self._loc is None:
+                threads = self.decoder_threads(decoders)
+                if threads > 1:
                     yield from rowgroups.ordered_batches(
                         lambda: pq.ParquetFile(self.path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False),
-                        groups, columns, batch_rows, decoders, DECODE_AHEAD,
+                        self._pf.metadata.num_row_groups, columns, batch_rows, threads, DECODE_AHEAD,
                     )
                 else:
                     yield from self._pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)

@@ -318,13 +318,14 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
 def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_warning, decoders=1) -> Summary:
     """Read, score and write every batch through ``writer``, then commit it. On any error
     or signal every stage is told to stop and joined (each one polls its stop flag, so
-    this takes a fraction of a second) before the exception goes on. Parquet row groups
-    are decoded by ``decoders`` threads (one per core), handed on in file order."""
+    this takes a fraction of a second) before the exception goes on. A local Parquet file's
+    row groups are decoded by ``decoders`` threads (one per core), handed on in file order."""
     summary = Summary()
-    # with several decoders, io.DECODE_AHEAD (32 MB) more is held by the threads decoding
-    # later row groups: the queue then takes half, so peak RSS stays under 512 MB (20M x 16
-    # logits: 450-476 MB measured, against 443-527 MB with the whole 96 MB here)
-    budget = _Budget(READAHEAD_BYTES if decoders == 1 else READAHEAD_BYTES // 2)
+    # where a file is decoded by several threads, io.DECODE_AHEAD (32 MB) more is held by
+    # those decoding later row groups: the queue then takes half, so peak RSS stays under
+    # 512 MB (20M x 16 logits: 450-476 MB measured, against 443-527 MB with all 96 MB here)
+    parallel = any(s.decoder_threads(decoders) > 1 for s in sources)
+    budget = _Budget(READAHEAD_BYTES // 2 if parallel else READAHEAD_BYTES)
     to_score: queue.Queue = queue.Queue()  # bounded by ``budget``
     to_write: queue.Queue = queue.Queue(_QUEUE_DEPTH)
 
