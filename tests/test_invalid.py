@@ -183,3 +183,22 @@ def test_fixed_width_pred_against_list_targets_of_other_lengths(loss, pred_layou
         with pytest.raises(xn.InvalidInputError, match="differ in length") as err:
             xn.score(loss, pred, target, **opts)
         assert err.value.row == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unscored_rows_next_to_scored_ones_in_a_block(dtype):
+    """The block kernel's gather of p_y reads a clamped index for rows it does not score (an
+    empty last row, labels out of range either side): those rows get NaN and their status,
+    and every scored row keeps its reference value."""
+    rows = [[0.2, 0.8], [0.5, 0.25, 0.25], [0.6, 0.4], [0.1, 0.9], []]
+    labels = [1, 7, -1, 0, 3]
+    pred = pa.array([np.asarray(r, dtype) for r in rows], type=pa.list_(pa.from_numpy_dtype(dtype)))
+    out, status = xn.score("cce", pred, pa.array(labels), on_invalid="nan")
+    ok = [0, 3]
+    ref.assert_close(out[ok], ref.cce([rows[i] for i in ok], [labels[i] for i in ok], dtype=dtype), dtype)
+    assert np.isnan(out[[1, 2, 4]]).all()
+    assert list(status) == [losses.OK, losses.LABEL_RANGE, losses.LABEL_RANGE, losses.OK, losses.EMPTY_ROW]
+    dense = np.array([[0.2, 0.8], [0.6, 0.4], [0.1, 0.9]], dtype)
+    out, status = xn.score("cce", dense, np.array([1, 2, -5]), on_invalid="nan")
+    ref.assert_close(out[:1], ref.cce(dense[:1], [1], dtype=dtype), dtype)
+    assert np.isnan(out[1:]).all() and list(status) == [losses.OK, losses.LABEL_RANGE, losses.LABEL_RANGE]

@@ -353,9 +353,13 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     S = scr[cap : cap + _BLOCK]
     if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
         O = out[r0:r1]
-        for j in range(r1 - r0):
+        last = pv.shape[0] - 1  # >= 0: a scored row has a value
+        for j in range(r1 - r0):  # branch-free (a clamped index for unscored rows): vectorises
             a, _ = _span(po, pc, r0 + j)
-            S[j] = float(pv[a + Y[j]]) if St[j] == OK else 1.0
+            ok = St[j] == OK
+            k = a + (Y[j] if ok else 0)
+            x = float(pv[_u(k if k < last else last)])
+            S[j] = x if ok else 1.0
         for j in range(r1 - r0):
             v = -_clog(S[j], prm.lo, prm.hi, prm.logmin) * prm.scale
             O[j] = v if St[j] == OK else _NAN
