@@ -464,3 +464,23 @@ def test_masked_and_zero_weight_gpu(sim_gpu):  # noqa: F811
                        weight=[1.0, 2.0, 1.0], on_invalid="nan", device="cuda")
     want = ref.exact_bce(p[0], np.array([1.0, 0, 0]), eps="none", pos_weight=[0.0, 1, 1], weight=[1.0, 2.0, 1.0])
     assert st[0] == 0 and out[0] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("target_dtype", [np.float32, np.float64, np.bool_])
+def test_float32_logit_terms_keep_every_target_exact(target_dtype):
+    """BCE from float32 logits in the block kernels computes each term in float32; a target
+    float32 cannot hold (1 - 1e-10 as float64) must keep its linear part in float64, or the
+    confident row's loss (5e-9, against a softplus tail of 2e-22) would come out as 2e-22."""
+    x = np.array([[50.0, -50.0, -60.0], [-20.0, 20.0, 0.5], [-90.0, 1.0, 88.0]], np.float32)
+    if target_dtype is np.bool_:
+        t = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 1]], bool)
+    else:
+        t = np.array([[1 - 1e-10, 0.0, 0.0], [0.25, 1.0, 1e-7], [0.0, 1.0, 1.0]], target_dtype)
+    got = xn.bce(x, t, from_logits=True)
+    assert got.dtype == np.float32
+    want = [ref.exact_bce(r, np.asarray(tr, np.float64), from_logits=True) for r, tr in zip(x, t, strict=True)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
+    # index labels take the same terms (the one-hot targets spelled out in the scratch)
+    got = xn.bce(x, np.array([0, 1, 2]), from_logits=True)
+    want = [ref.exact_bce(r, k, from_logits=True) for k, r in enumerate(x)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)

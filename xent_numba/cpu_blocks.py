@@ -2,8 +2,8 @@
 machinery for few classes per row; the formulas themselves are in ``cpu_rows.py``).
 
 Every kernel writes one loss and one status per row, with the numbers of the row
-functions; for float32 inputs the BCE-from-logits term ``log1p(exp(-|x|))`` is computed in
-float32 and summed in float64.
+functions; for float32 inputs the BCE-from-logits terms are computed in float32 (kept in a
+float32 view of the scratch) and summed per row in float64.
 """
 
 from __future__ import annotations
@@ -316,6 +316,34 @@ def _softplus_t(x, t):
     return fm.add(lin, _lpe(x))
 
 
+@njit(**_ijit)
+def _softplus32(x, t):
+    """``_softplus_t`` in float32, for a float32 logit and a target float32 holds exactly."""
+    z = x - x  # 0 of x's type
+    lin = (t * max(-x, z) if t != 0 else z) + ((1 - t) * max(x, z) if t != 1 else z)
+    return lin + fm.log1pexp32(x)
+
+
+def _logit_term(x, t):
+    """BCE from a logit ``x`` against ``t`` (see the overload)."""
+
+
+@overload(_logit_term, inline="always", jit_options=_jit)
+def _logit_term_impl(x, t):
+    """``_softplus_t`` in the input's precision: for float32 logits and targets that float32
+    holds exactly (float32, 0/1 bytes) every operation is float32 (8 lanes where float64 has
+    4; the block kernels keep these terms in a float32 scratch and sum each row in float64).
+    Each term is >= 0 and within a few float32 ulp. Float64 targets keep the linear part in
+    float64 (a target of 1 - 1e-10 must not round to 1) and round the term once."""
+    if x == types.float32 and t == types.float32:
+        return lambda x, t: _softplus32(x, t)
+    if x == types.float32 and t == types.uint8:
+        return lambda x, t: _softplus32(x, np.float32(t))
+    if x == types.float32:
+        return lambda x, t: np.float32(_softplus_t(x, float(t)))
+    return lambda x, t: _softplus_t(x, float(t))
+
+
 @njit(**_jit)
 def _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1):
     for i in range(r0, r1):
@@ -383,25 +411,27 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         return
     if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
         V = pv[a0:a1]
+        El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (see _logit_term)
+        one, zero = V.dtype.type(1.0), V.dtype.type(0.0)
         if 2 * ne > cap:  # no room for the one-hot targets: the per-row form
             for k in range(ne):
-                E[k] = _softplus_t(V[k], 0.0)
+                El[k] = _logit_term(V[k], zero)
             for i in range(r0, r1):
                 a, n = _span(po, pc, i)
                 if status[i] == OK:
                     k = a + y[i]
-                    E[k - a0] = _softplus_t(pv[k], 1.0)
+                    El[k - a0] = _logit_term(pv[k], one)
         else:  # the one-hot targets spelled out, then one vectorised pass
-            Y = scr[ne : 2 * ne]
+            Y = scr.view(pv.dtype)[ne : 2 * ne]  # after El, which takes ne of the input's width
             for k in range(ne):
-                Y[k] = 0.0
+                Y[k] = zero
             for i in range(r0, r1):
                 a, n = _span(po, pc, i)
                 if status[i] == OK:
-                    Y[a + y[i] - a0] = 1.0
+                    Y[a + y[i] - a0] = one
             for k in range(ne):
-                E[k] = _softplus_t(V[k], Y[k])
-        _rsum(E, -a0, po, pc, r0, r1, S)
+                El[k] = _logit_term(V[k], Y[k])
+        _rsum(El, -a0, po, pc, r0, r1, S)
     else:  # BCE from probabilities, hard one-hot targets: one log per class
         V = pv[a0:a1]
         for k in range(ne):
@@ -494,9 +524,13 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     Tb = tv[b0:b1]
     if prm.bce:
         if prm.from_logits:
+            El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (see _logit_term)
             for k in range(ne):
-                E[k] = _softplus_t(V[k], float(Tb[k]))
-        elif hard:
+                El[k] = _logit_term(V[k], Tb[k])
+            _rsum(El, -a0, po, pc, r0, r1, S)
+            _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
+            return
+        if hard:
             for k in range(ne):
                 E[k] = _bce_hard(float(V[k]), float(Tb[k]) != 0.0, prm.lo, prm.hi, prm.logmin)
         else:
