@@ -165,3 +165,28 @@ def test_float32_special_values():
     assert lp[0] == np.float32(np.log(2.0)) and lp[1] == 0.0 and lp[2] == 0.0 and np.isnan(lp[3]) and lp[4] == 0.0
     sp = _apply32(2, np.array([np.inf, -np.inf, 50.0, -50.0], np.float32))
     assert sp[0] == np.inf and sp[1] == 0.0 and sp[2] == 50.0 and sp[3] == np.float32(np.exp(-50.0))
+
+
+@njit(cache=True)
+def _log32_all(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = fm.log32(x[i])
+    return out
+
+
+def test_log32_within_one_ulp_on_positive_normals():
+    """``log32`` (no division) on what it is given: positive normal float32, as a clipped
+    probability is. Near 1 (a confident row's p) its result keeps its relative accuracy."""
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0x00800000, 0x7F800000, 2_000_000, dtype=np.int64).astype(np.uint32).view(np.float32)
+    near1 = (1.0 - rng.integers(1, 2**20, 100_000) * 2.0**-24).astype(np.float32)
+    x = np.concatenate([bits, rng.random(1_000_000).astype(np.float32), near1,
+                        np.array([1.0, 2.0**-23, 1 - 2.0**-23, 1.1754944e-38, 3.4028235e38, 0.5, 2.0], np.float32)])
+    x = x[x >= np.finfo(np.float32).tiny]
+    got = _log32_all(x)
+    want = np.log(x.astype(np.float64))
+    assert got.dtype == np.float32 and got[x == 1.0].tolist() == [0.0] * int((x == 1.0).sum())
+    nz = want != 0
+    ulp = np.spacing(np.abs(want[nz]).astype(np.float32)).astype(np.float64)
+    assert (np.abs(got[nz].astype(np.float64) - want[nz]) / ulp).max() <= 1.0

@@ -484,3 +484,18 @@ def test_float32_logit_terms_keep_every_target_exact(target_dtype):
     got = xn.bce(x, np.array([0, 1, 2]), from_logits=True)
     want = [ref.exact_bce(r, k, from_logits=True) for k, r in enumerate(x)]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("eps", ["auto", "keras", 1e-7, "torch", "none"])
+def test_float32_probability_logs_agree_whichever_log_runs(eps):
+    """CCE from float32 probabilities + index labels takes the division-free float32 ``log``
+    when float32 holds the clip bounds exactly and the lower one is normal ("auto", "keras"),
+    else the float64 one: either way every row, the clipped and the confident ones included,
+    agrees with the exact value to 1e-5."""
+    p = np.array([0.5, 1 - 2.0**-24, 1 - 2.0**-20, 1e-3, 2.0**-30, 0.0, 1.0, 0.3], np.float32)
+    pred = np.stack([p, 1 - p], axis=1).astype(np.float32)  # two classes; p is the true one
+    pred = np.tile(pred, (40, 1))  # several blocks' worth: the block kernel
+    y = np.zeros(len(pred), np.int64)
+    got = xn.cce(pred, y, eps=eps)
+    want = np.array([ref.exact_cce(r, 0, eps=eps, dtype=np.float32) for r in pred[:8]])
+    np.testing.assert_allclose(np.tile(want, 40), got, rtol=1e-5, atol=0)
