@@ -202,3 +202,20 @@ def test_unscored_rows_next_to_scored_ones_in_a_block(dtype):
     out, status = xn.score("cce", dense, np.array([1, 2, -5]), on_invalid="nan")
     ref.assert_close(out[:1], ref.cce(dense[:1], [1], dtype=dtype), dtype)
     assert np.isnan(out[1:]).all() and list(status) == [losses.OK, losses.LABEL_RANGE, losses.LABEL_RANGE]
+
+
+@pytest.mark.parametrize("pos", [0, 5, 7, 64, 95, 96, 99])
+def test_wide_logit_rows_check_every_lane(pos):
+    """Wide logit rows (> 64 classes) take their max in 8 interleaved lanes plus a tail: a NaN
+    or +inf in any lane or in the tail makes the row invalid, a -inf there is a masked class."""
+    y = np.array([50, 50, 50])
+    for bad in (np.nan, np.inf):
+        x = np.zeros((3, 100), np.float32)
+        x[1, pos] = bad
+        out, st = xn.score("cce", x, y, from_logits=True, on_invalid="nan")
+        assert list(st) == [losses.OK, losses.PRED_NONFINITE, losses.OK] and np.isnan(out[1])
+    x = np.zeros((3, 100), np.float32)
+    x[1, pos] = -np.inf
+    out, st = xn.score("cce", x, y, from_logits=True, on_invalid="nan")
+    assert list(st) == [losses.OK] * 3
+    ref.assert_close(out, ref.cce(list(x), list(y), from_logits=True, dtype=np.float32), np.float32)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from . import _fastmath as fm
@@ -389,29 +390,43 @@ def _prob_status(v, a, n):
 
 @njit(**_jit)
 def _logit_max(v, a, n):
-    """``(max, first arg max, all valid)`` of a logit row in one pass (-inf is valid: masked)."""
-    m = -_INF
-    am = a
-    ok = True
-    for c in range(a, a + n):
-        x = float(v[c])
-        am = c if x > m else am
-        m = x if x > m else m
-        ok &= _logit_ok(x)
-    return m, am, ok
+    """``(max, all valid)`` of a logit row (-inf is valid: a masked class; NaN and +inf are
+    not), in one pass with 8 running maxima: one running max (or an arg max) is a chain of
+    dependent selects that does not vectorise, 8 independent ones do (2x faster at C >= 1000)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = -_INF
+    bad = False
+    V = v[a : a + n]  # a view indexed from 0 (unsigned): no negative-index wraparound
+    n8 = n - n % 8
+    for c in range(0, n8, 8):
+        u = np.uint64(c)
+        x0, x1, x2, x3 = float(V[u]), float(V[u + 1]), float(V[u + 2]), float(V[u + 3])
+        x4, x5, x6, x7 = float(V[u + 4]), float(V[u + 5]), float(V[u + 6]), float(V[u + 7])
+        m0, m1, m2, m3 = _max(x0, m0), _max(x1, m1), _max(x2, m2), _max(x3, m3)
+        m4, m5, m6, m7 = _max(x4, m4), _max(x5, m5), _max(x6, m6), _max(x7, m7)
+        bad |= (x0 != x0) | (x1 != x1) | (x2 != x2) | (x3 != x3) | (x4 != x4) | (x5 != x5) | (x6 != x6) | (x7 != x7)
+    for c in range(n8, n):
+        x = float(V[np.uint64(c)])
+        m0 = _max(x, m0)
+        bad |= x != x
+    m = _max(_max(_max(m0, m1), _max(m2, m3)), _max(_max(m4, m5), _max(m6, m7)))
+    return m, not (bad | (m == _INF))
 
 
 @njit(**_jit)
-def _log1p_rest(v, a, n, m, am):
-    """``log1p(sum_{c != am} exp(x_c - m))``: the log-sum-exp less ``m``, without the
-    ``e^0 = 1`` of the arg max ``am`` (so tiny sums are kept; see ``_lse``)."""
+def _log1p_rest(v, a, n, m):
+    """``log1p(sum_{x_c < m} exp(x_c - m) + (k - 1))``, ``k`` the number of classes at the max
+    ``m``: the log-sum-exp less ``m`` without one ``e^0 = 1`` (so tiny sums are kept; see
+    ``_lse``), in one vectorised pass (no arg max)."""
     if m == -_INF:
         return 0.0
     s = 0.0
-    for c in range(a, a + n):
-        e = fm.exp(float(v[c]) - m)
-        s += e if c != am else 0.0
-    return fm.log1p(s)
+    k = 0.0
+    V = v[a : a + n]
+    for c in range(n):
+        d = float(V[np.uint64(c)]) - m
+        s += fm.exp(d) if d < 0.0 else 0.0
+        k += 1.0 if d == 0.0 else 0.0
+    return fm.log1p(fm.add(s, k - 1.0))  # not reassociated to (s + k) - 1: a tiny s would vanish
 
 
 @njit(**_ijit)
@@ -458,14 +473,14 @@ def _fast_cce_prob_index(v, a, n, y, prm):
 
 @njit(**_jit)
 def _fast_cce_logit_index(v, a, n, y, prm):
-    """``(m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))``; inf if ``x_y = -inf``."""
-    m, am, ok = _logit_max(v, a, n)
+    """``(m - x_y) + log1p(sum_{c != one argmax} exp(x_c - m))``; inf if ``x_y = -inf``."""
+    m, ok = _logit_max(v, a, n)
     if not ok:
         return _NAN, PRED_NONFINITE
     xy = float(v[a + y])
     if xy == -_INF:
         return _INF, TARGET_MASKED
-    return fm.add(m - xy, _log1p_rest(v, a, n, m, am)), OK
+    return fm.add(m - xy, _log1p_rest(v, a, n, m)), OK
 
 
 @njit(**_jit)
@@ -541,7 +556,7 @@ def _fast_cce_logit_dense(v, a, t, b, n, prm):
     s = _cce_target_status(t, b, n)
     if s != OK:
         return _NAN, s
-    m, am, ok = _logit_max(v, a, n)
+    m, ok = _logit_max(v, a, n)
     if not ok:
         return _NAN, PRED_NONFINITE
     acc = 0.0
@@ -553,7 +568,7 @@ def _fast_cce_logit_dense(v, a, t, b, n, prm):
         acc += tc * ((m - x) if x > -_INF else _INF) if tc != 0.0 else 0.0
     if acc == _INF:
         return _INF, TARGET_MASKED
-    return fm.add(acc, tsum * _log1p_rest(v, a, n, m, am)), OK
+    return fm.add(acc, tsum * _log1p_rest(v, a, n, m)), OK
 
 
 @njit(**_jit)
