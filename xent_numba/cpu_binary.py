@@ -29,8 +29,7 @@ from numba import njit, prange
 
 from . import _fastmath as fm
 from .canon import frozen
-from .cpu_blocks import _lpe  # log1p(e^-|x|), float32 lanes for float32 logits
-from .cpu_rows import _clip, _max  # selects; inlined, so compiled with this module's flags
+from .cpu_rows import _clip, _lpe, _max  # inlined, so compiled with this module's flags
 from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, PRED_RANGE, TARGET_VALUE
 
 _INF = math.inf

@@ -32,6 +32,7 @@ from .cpu_rows import (
     _max,
     _pjit,
     _prob_status,
+    _softplus_term,
     _span,
 )
 from .losses import (
@@ -296,29 +297,9 @@ def _bce_rows(out, status, po, pc, r0, r1, S, prm, masked):
         O[j] = v if St[j] == OK else _NAN
 
 
-def _lpe(x):
-    """``log(1 + e^-|x|)`` as a float64 (for jitted code; see the overload)."""
-
-
-@overload(_lpe, inline="always", jit_options=_jit)
-def _lpe_impl(x):
-    if x == types.float32:  # float32 inputs: computed in float32 (2x the vector width)
-        return lambda x: float(fm.log1pexp32(x))
-    return lambda x: fm.log1p(fm.exp(-abs(float(x))))
-
-
-@njit(**_ijit)
-def _softplus_t(x, t):
-    """BCE from a logit ``x`` (input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as
-    float64, in the parts >= 0 of ``_softplus_term``."""
-    xf = float(x)
-    lin = (t * _max(-xf, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(xf, 0.0) if t != 1.0 else 0.0)
-    return fm.add(lin, _lpe(x))
-
-
 @njit(**_ijit)
 def _softplus32(x, t):
-    """``_softplus_t`` in float32, for a float32 logit and target (``_logit_terms``)."""
+    """``_softplus_term`` in float32, for a float32 logit and target (``_logit_terms``)."""
     z = x - x  # 0 of x's type
     lin = (t * max(-x, z) if t != 0 else z) + ((1 - t) * max(x, z) if t != 1 else z)
     return lin + fm.log1pexp32(x)
@@ -341,7 +322,7 @@ def _logit_terms(V, T, E):
 
 @overload(_logit_terms, jit_options=_jit)
 def _logit_terms_impl(V, T, E):
-    """``_softplus_t`` in the input's precision: for float32 logits and targets that float32
+    """``_softplus_term`` in the input's precision: for float32 logits and targets that float32
     holds exactly (float32, 0/1 bytes) every operation is float32 (8 lanes where float64 has
     4; the block kernels keep these terms in a float32 view of the scratch and sum each row in
     float64). Each term is >= 0 and within a few float32 ulp. Float64 targets keep the linear
@@ -361,13 +342,13 @@ def _logit_terms_impl(V, T, E):
 
         def terms32_t64(V, T, E):
             for k in range(V.shape[0]):
-                E[k] = np.float32(_softplus_t(V[k], float(get(T, k))))
+                E[k] = np.float32(_softplus_term(V[k], float(get(T, k))))
 
         return terms32_t64
 
     def terms64(V, T, E):
         for k in range(V.shape[0]):
-            E[k] = _softplus_t(V[k], float(get(T, k)))
+            E[k] = _softplus_term(V[k], float(get(T, k)))
 
     return terms64
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import _fastmath as fm
 from .losses import (
@@ -501,8 +502,8 @@ def _fast_bce_logit_index(v, a, n, y, prm):
     ok = True
     acc = 0.0
     for c in range(n):
-        x = float(v[a + c])
-        ok &= _logit_ok(x)
+        x = v[a + c]
+        ok &= _logit_ok(float(x))
         acc += _softplus_term(x, 1.0 if c == y else 0.0)
     if not ok:
         return _NAN, PRED_NONFINITE
@@ -525,12 +526,27 @@ def _bce_soft(p, t, lo, hi, logmin):
     return -((t * lp if t != 0.0 else 0.0) + ((1.0 - t) * l1 if t != 1.0 else 0.0))
 
 
+def _lpe(x):
+    """``log(1 + e^-|x|)`` as a float64 (for jitted code; see the overload)."""
+
+
+@overload(_lpe, inline="always", jit_options=_jit)
+def _lpe_impl(x):
+    """Float32 logits: computed in float32 (``log1pexp32``, twice the vector width), else
+    float64. Inlined by Numba: an overload called per value is not, and costs a call each."""
+    if x == types.float32:
+        return lambda x: float(fm.log1pexp32(x))
+    return lambda x: fm.log1p(fm.exp(-abs(float(x))))
+
+
 @njit(**_ijit)
 def _softplus_term(x, t):
-    """BCE from a logit: ``max(x, 0) - x t + log1p(exp(-|x|))``, as the parts >= 0
-    ``t max(-x, 0) + (1 - t) max(x, 0) + sp`` (zero-weight parts skipped: ``x = -inf`` is p = 0)."""
-    lin = (t * _max(-x, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(x, 0.0) if t != 1.0 else 0.0)
-    return fm.add(lin, fm.log1p(fm.exp(-abs(x))))
+    """BCE from a logit ``x`` (in its input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as
+    the parts >= 0 ``t max(-x, 0) + (1 - t) max(x, 0) + sp`` in float64 (zero-weight parts
+    skipped: ``x = -inf`` is p = 0); ``sp`` in float32 for float32 logits (``_lpe``)."""
+    xf = float(x)
+    lin = (t * _max(-xf, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(xf, 0.0) if t != 1.0 else 0.0)
+    return fm.add(lin, _lpe(x))
 
 
 @njit(**_jit)
@@ -610,8 +626,8 @@ def _fast_bce_logit_dense(v, a, t, b, n, prm):
     ok = True
     acc = 0.0
     for c in range(n):
-        x = float(v[a + c])
-        ok &= _logit_ok(x)
+        x = v[a + c]
+        ok &= _logit_ok(float(x))
         acc += _softplus_term(x, float(t[b + c]))
     if not ok:
         return _NAN, PRED_NONFINITE
