@@ -67,8 +67,7 @@ INPUTS = {
 def _fast_path_types(pred, target, prm, w, pw, out, status):
     """What the lean kernels are compiled for: the Numba types of their array arguments."""
     pv, po, pc = cpu._flat(pred)
-    n = out.shape[0]
-    narrow = (pc if pc >= 0 else (po[n] - po[0]) / max(n, 1)) <= cpu._NARROW
+    narrow = pc < 0 or pc <= cpu.narrow_limit(prm)  # ragged rows: the block kernels pick per row
     if isinstance(target, np.ndarray):
         tt = (numba.typeof(target),)
     else:
