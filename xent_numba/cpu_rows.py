@@ -122,22 +122,12 @@ def _logit_ok(x):
 
 @njit(**_jit)
 def _lse(p):
-    """``(m, l)`` with ``lse = m + l``: ``m = max_c x_c = x_a`` (first arg max) and
-    ``l = log1p(sum_{c != a} exp(x_c - m))`` (the term ``e^0 = 1`` of ``a`` left out, so
-    that ``-log p_c = (m - x_c) + l`` is a sum of two parts >= 0: no cancellation)."""
-    m = -_INF
-    am = 0
-    for c in range(p.shape[0]):
-        x = float(p[c])
-        am = c if x > m else am
-        m = _max(m, x)
-    if m == -_INF:  # every class masked
-        return m, 0.0
-    s = 0.0
-    for c in range(p.shape[0]):
-        e = fm.exp(float(p[c]) - m)
-        s += e if c != am else 0.0
-    return m, fm.log1p(s)
+    """``(m, l)`` with ``lse = m + l``: ``m = max_c x_c`` and ``l = log1p(sum of exp(x_c - m)
+    over every class but one at the max)`` (``_logit_max``, ``_log1p_rest``: the ``e^0 = 1`` of
+    one max left out, so that ``-log p_c = (m - x_c) + l`` is a sum of two parts >= 0: no
+    cancellation)."""
+    m, _ = _logit_max(p, 0, p.shape[0])
+    return m, _log1p_rest(p, 0, p.shape[0], m)
 
 
 @njit(**_jit)
