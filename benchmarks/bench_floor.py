@@ -25,54 +25,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402  (also puts the project on sys.path)
-from llvmlite import ir  # noqa: E402
-from numba import njit, prange, types  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 from xent_numba import _fastmath as fm  # noqa: E402
 
 _J = dict(parallel=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "afn", "reassoc"})
 _F32 = np.float32
 _BLOCK = 2560  # values per block: 10 KB of float32, in L1 with its output
-
-
-# ---- a float32 log with no division (Cephes logf), the candidate for the probability paths ----
-
-
-@intrinsic
-def _as_int32(typingctx, x):
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(x), codegen
-
-
-_I32 = np.int32
-_LP = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                             3.3333331174e-1))
-
-
-@njit(nogil=True, error_model="numpy", fastmath={"contract"})
-def log32(x):
-    """Cephes ``logf`` for normal positive float32 (what a validated, clipped probability is):
-    ``x = 2^e m``, ``f = m - 1`` exact, ``log x = f - f^2/2 + f^3 P(f) + e ln2``; within 1 ulp."""
-    ix = _as_int32(x)
-    e = ((ix >> _I32(23)) & _I32(0xFF)) - _I32(126)
-    m = fm.as_float32((ix & _I32(0x007FFFFF)) | _I32(0x3F000000))  # in [0.5, 1)
-    small = m < _F32(0.707106781186547524)
-    e = e - _I32(1) if small else e
-    f = (m + m - _F32(1.0)) if small else (m - _F32(1.0))
-    z = f * f
-    p = _LP[0]
-    for c in _LP[1:]:
-        p = p * f + c
-    fe = _F32(e)
-    y = p * f * z + fe * _F32(-2.12194440e-4) - _F32(0.5) * z
-    return (f + y) + fe * _F32(0.693359375)
 
 
 @njit(**_J)
@@ -97,7 +56,7 @@ def _pass(block, out, reps, which):
                     O[k] = fm.log(float(V[k]) * 0.01 + 0.5)
             else:  # the same in float32, no division
                 for k in range(V.shape[0]):
-                    O[k] = log32(V[k] * _F32(0.01) + _F32(0.5))
+                    O[k] = fm.log32(V[k] * _F32(0.01) + _F32(0.5))
 
 
 @njit(**_J)

@@ -68,14 +68,15 @@ def as_float(typingctx, bits):
 
 @intrinsic
 def as_int(typingctx, x):
-    """Reinterpret the 64 bits of a float64 as an int64 (no conversion)."""
-    if x != types.float64:
+    """Reinterpret the bits of a float64 as an int64, of a float32 as an int32 (no conversion)."""
+    if x not in (types.float64, types.float32):
         return None
+    width = x.bitwidth
 
     def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(64))
+        return builder.bitcast(args[0], ir.IntType(width))
 
-    return types.int64(x), codegen
+    return types.Integer.from_bitwidth(width)(x), codegen
 
 
 @njit(**_fm)
@@ -257,18 +258,6 @@ def softplus32(x):
     return (x if x > _ZERO_F else _ZERO_F) + log1pexp32(x)
 
 
-@intrinsic
-def as_int32(typingctx, x):
-    """Reinterpret the 32 bits of a float32 as an int32 (no conversion)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(x), codegen
-
-
 _I32 = np.int32
 _SQRTHF_F = _F32(0.707106781186547524)
 _LG32 = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
@@ -280,7 +269,7 @@ _LG32 = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e
 def log32(x):
     """Natural log of a positive normal float32 (>= 2^-126, finite), in float32, vectorisable.
     Zero, subnormals, negatives, inf and NaN give unspecified values: callers clip first."""
-    ix = as_int32(x)
+    ix = as_int(x)  # int32
     e = ((ix >> _I32(23)) & _I32(0xFF)) - _I32(126)
     m = as_float32((ix & _I32(0x007FFFFF)) | _I32(0x3F000000))  # in [0.5, 1)
     small = m < _SQRTHF_F
