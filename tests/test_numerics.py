@@ -499,3 +499,24 @@ def test_float32_probability_logs_agree_whichever_log_runs(eps):
     got = xn.cce(pred, y, eps=eps)
     want = np.array([ref.exact_cce(r, 0, eps=eps, dtype=np.float32) for r in pred[:8]])
     np.testing.assert_allclose(np.tile(want, 40), got, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("eps", ["auto", "keras", 1e-7, "torch", "none"])
+@pytest.mark.parametrize("target_kind", ["index", "float32", "bool", "float64"])
+def test_float32_bce_probability_terms_whichever_log_runs(eps, target_kind):
+    """BCE from float32 probabilities against 0/1 targets computes each term in float32 with
+    the division-free ``log32`` and an exact ``log(1 - p)`` correction when float32 holds the
+    clip bounds ("auto", "keras"), else in float64: every row, with p near 0 and near 1 (the
+    correction's cases: 1 - p rounded in float32), agrees with the exact value to 1e-5."""
+    p = np.array([[0.5, 3e-8, 2.0**-30, 0.25], [1 - 2.0**-24, 3e-8, 2.0**-30, 1e-7], [0.0, 1.0, 0.999, 1e-3]],
+                 np.float32)  # the second row is confident: its loss (~2e-7) is its tiny log(1 - p) terms
+    p = np.tile(p, (30, 1))  # several blocks' worth
+    labels = np.tile(np.array([3, 0, 2]), 30)
+    onehot = np.eye(4)[labels]
+    if target_kind == "index":
+        target = labels
+    else:
+        target = onehot.astype(bool if target_kind == "bool" else target_kind)
+    got = xn.bce(p, target, eps=eps)
+    want = np.array([ref.exact_bce(r, t, eps=eps, dtype=np.float32) for r, t in zip(p[:3], onehot[:3], strict=True)])
+    np.testing.assert_allclose(got, np.tile(want, 30), rtol=1e-5, atol=0)

@@ -288,3 +288,16 @@ def log32(x):
     fe = _F32(e)
     y = p * f * z + fe * _LN2_LO_F - _F32(0.5) * z
     return (f + y) + fe * _LN2_HI_F
+
+
+@njit(**_fm)
+def log_or_log1m32(p, on):
+    """``log_or_log1m`` for a float32 ``p`` with ``p`` and ``1 - p`` normal (a probability
+    clipped to float32 bounds), in float32 with one ``log32``: ``q = 1 - p`` rounded and
+    ``r = -p - (q - 1)``, its rounding error, exactly (each step is exact in float32: Sterbenz,
+    or a representable result), so ``log(1 - p) = log32(q) + r / q`` (``|r / q| <= 2^-24``;
+    the dropped ``(r/q)^2 / 2`` is below the result's float32 resolution). Here, compiled
+    without reassociation, for the reason given at ``log_or_log1m``."""
+    q = p if on else _ONE_F - p
+    r = _ZERO_F if on else -p - (q - _ONE_F)
+    return log32(q) + r / q

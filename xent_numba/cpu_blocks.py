@@ -367,6 +367,16 @@ def _logit_terms_impl(V, T, E):
 _TINY32 = float(np.finfo(np.float32).tiny)
 
 
+@njit(**_ijit)
+def _clip32_exact(prm):
+    """float32 holds the clip bounds exactly, and a clipped ``p`` and ``1 - p`` are normal
+    (``eps`` "auto", "keras"): clipping in float32 is the same clip, and ``log32`` applies.
+    Decided per call (its options), never per row."""
+    lo, hi = prm.lo, prm.hi
+    exact = (float(np.float32(lo)) == lo) & (float(np.float32(hi)) == hi)
+    return exact & (lo >= _TINY32) & (1.0 - hi >= _TINY32) & (prm.logmin == -_INF)
+
+
 @njit(**_jit)
 def _neglog_rows64(S, St, O, nb, prm):
     for j in range(nb):
@@ -389,7 +399,7 @@ def _neglog_rows_impl(S, St, O, nb, prm, pv):
 
     def maybe_log32(S, St, O, nb, prm, pv):
         lo32, hi32 = np.float32(prm.lo), np.float32(prm.hi)
-        if not ((prm.lo >= _TINY32) & (float(lo32) == prm.lo) & (float(hi32) == prm.hi)):
+        if not _clip32_exact(prm):
             _neglog_rows64(S, St, O, nb, prm)
             return
         for j in range(nb):
@@ -400,6 +410,40 @@ def _neglog_rows_impl(S, St, O, nb, prm, pv):
             O[j] = v if St[j] == OK else _NAN
 
     return maybe_log32
+
+
+def _bce_hard_terms(V, T, E, prm):
+    """``E_k = -log p_k`` if ``T_k`` else ``-log(1 - p_k)``, clipped (BCE from probabilities
+    against 0/1 targets; ``T``: an array, or one value for every ``k``); see the overload."""
+
+
+@overload(_bce_hard_terms, jit_options=_jit)
+def _bce_hard_terms_impl(V, T, E, prm):
+    """Float32 probabilities whose clip is exact in float32 (``_clip32_exact``): float32 terms
+    with ``log_or_log1m32`` (8 lanes, no division), kept in the float32 view of the scratch;
+    otherwise ``_bce_hard`` in float64 (rounded once to ``E``'s dtype). The loop is inside."""
+    get = _at if isinstance(T, types.Array) else _same
+
+    @njit(**_ijit)
+    def terms64(V, T, E, prm):
+        for k in range(V.shape[0]):
+            E[k] = _bce_hard(float(V[k]), get(T, k) != 0, prm.lo, prm.hi, prm.logmin)
+
+    if V.dtype != types.float32:
+        return lambda V, T, E, prm: terms64(V, T, E, prm)
+
+    def terms(V, T, E, prm):
+        if not _clip32_exact(prm):
+            terms64(V, T, E, prm)
+            return
+        lo, hi = np.float32(prm.lo), np.float32(prm.hi)
+        for k in range(V.shape[0]):
+            p = V[k]
+            p = p if p > lo else lo
+            p = p if p < hi else hi
+            E[k] = -fm.log_or_log1m32(p, get(T, k) != 0)
+
+    return terms
 
 
 @njit(**_jit)
@@ -488,14 +532,25 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         _rsum(El, -a0, po, pc, r0, r1, S)
     else:  # BCE from probabilities, hard one-hot targets: one log per class
         V = pv[a0:a1]
-        for k in range(ne):
-            E[k] = _bce_hard(float(V[k]), False, prm.lo, prm.hi, prm.logmin)
-        for i in range(r0, r1):
-            a, n = _span(po, pc, i)
-            if status[i] == OK:
-                k = a + y[i]
-                E[k - a0] = _bce_hard(float(pv[k]), True, prm.lo, prm.hi, prm.logmin)
-        _rsum(E, -a0, po, pc, r0, r1, S)
+        El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (_bce_hard_terms)
+        if 2 * ne > cap:  # no room for the one-hot targets (runs are cut to fit): per row
+            _bce_hard_terms(V, False, El, prm)
+            for i in range(r0, r1):
+                a, n = _span(po, pc, i)
+                if status[i] == OK:
+                    k = a + y[i]
+                    _bce_hard_terms(pv[k : k + 1], True, El[k - a0 : k - a0 + 1], prm)
+        else:  # the one-hot targets spelled out, then one vectorised pass
+            Y = scr.view(pv.dtype)[ne : 2 * ne]
+            zero, one = V.dtype.type(0.0), V.dtype.type(1.0)
+            for k in range(ne):
+                Y[k] = zero
+            for i in range(r0, r1):
+                a, n = _span(po, pc, i)
+                if status[i] == OK:
+                    Y[a + y[i] - a0] = one
+            _bce_hard_terms(V, Y, El, prm)
+        _rsum(El, -a0, po, pc, r0, r1, S)
     _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
 
 
@@ -584,12 +639,13 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
             _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
             return
         if hard:
-            for k in range(ne):
-                E[k] = _bce_hard(float(V[k]), float(Tb[k]) != 0.0, prm.lo, prm.hi, prm.logmin)
+            El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (_bce_hard_terms)
+            _bce_hard_terms(V, Tb, El, prm)
+            _rsum(El, -a0, po, pc, r0, r1, S)
         else:
             for k in range(ne):
                 E[k] = _bce_soft(float(V[k]), float(Tb[k]), prm.lo, prm.hi, prm.logmin)
-        _rsum(E, -a0, po, pc, r0, r1, S)
+            _rsum(E, -a0, po, pc, r0, r1, S)
         _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
         return
     if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
