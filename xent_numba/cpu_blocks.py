@@ -316,19 +316,8 @@ def _softplus32(x, t):
     return lin + fm.log1pexp32(x)
 
 
-@njit(**_ijit)
-def _at(T, k):
-    return T[k]
-
-
-@njit(**_ijit)
-def _same(T, k):
-    return T
-
-
 def _logit_terms(V, T, E):
-    """``E_k =`` BCE term of logit ``V_k`` against target ``T_k`` (``T``: an array, or one
-    number for every ``k``); see the overload."""
+    """``E_k =`` BCE term of logit ``V_k`` against target ``T_k``; see the overload."""
 
 
 @overload(_logit_terms, jit_options=_jit)
@@ -340,26 +329,25 @@ def _logit_terms_impl(V, T, E):
     part in float64 (a target of 1 - 1e-10 must not round to 1) and round the term once.
     (The loop is inside each implementation: an overload per element would not be inlined,
     and a call per element runs 7x slower.)"""
-    tt = T.dtype if isinstance(T, types.Array) else T
-    get = _at if isinstance(T, types.Array) else _same
+    tt = T.dtype
     if V.dtype == types.float32 and tt in (types.float32, types.uint8):
 
         def terms32(V, T, E):
             for k in range(V.shape[0]):
-                E[k] = _softplus32(V[k], np.float32(get(T, k)))
+                E[k] = _softplus32(V[k], np.float32(T[k]))
 
         return terms32
     if V.dtype == types.float32:
 
         def terms32_t64(V, T, E):
             for k in range(V.shape[0]):
-                E[k] = np.float32(_softplus_term(V[k], float(get(T, k))))
+                E[k] = np.float32(_softplus_term(V[k], float(T[k])))
 
         return terms32_t64
 
     def terms64(V, T, E):
         for k in range(V.shape[0]):
-            E[k] = _softplus_term(V[k], float(get(T, k)))
+            E[k] = _softplus_term(V[k], float(T[k]))
 
     return terms64
 
@@ -414,7 +402,7 @@ def _neglog_rows_impl(S, St, O, nb, prm, pv):
 
 def _bce_hard_terms(V, T, E, prm):
     """``E_k = -log p_k`` if ``T_k`` else ``-log(1 - p_k)``, clipped (BCE from probabilities
-    against 0/1 targets; ``T``: an array, or one value for every ``k``); see the overload."""
+    against 0/1 targets); see the overload."""
 
 
 @overload(_bce_hard_terms, jit_options=_jit)
@@ -422,12 +410,11 @@ def _bce_hard_terms_impl(V, T, E, prm):
     """Float32 probabilities whose clip is exact in float32 (``_clip32_exact``): float32 terms
     with ``log_or_log1m32`` (8 lanes, no division), kept in the float32 view of the scratch;
     otherwise ``_bce_hard`` in float64 (rounded once to ``E``'s dtype). The loop is inside."""
-    get = _at if isinstance(T, types.Array) else _same
 
     @njit(**_ijit)
     def terms64(V, T, E, prm):
         for k in range(V.shape[0]):
-            E[k] = _bce_hard(float(V[k]), get(T, k) != 0, prm.lo, prm.hi, prm.logmin)
+            E[k] = _bce_hard(float(V[k]), T[k] != 0, prm.lo, prm.hi, prm.logmin)
 
     if V.dtype != types.float32:
         return lambda V, T, E, prm: terms64(V, T, E, prm)
@@ -441,7 +428,7 @@ def _bce_hard_terms_impl(V, T, E, prm):
             p = V[k]
             p = p if p > lo else lo
             p = p if p < hi else hi
-            E[k] = -fm.log_or_log1m32(p, get(T, k) != 0)
+            E[k] = -fm.log_or_log1m32(p, T[k] != 0)
 
     return terms
 
@@ -509,48 +496,28 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
-    if prm.from_logits:  # BCE: sum_c f(x_c, t_c), f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|)
-        V = pv[a0:a1]
-        El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (see _logit_terms)
-        one, zero = V.dtype.type(1.0), V.dtype.type(0.0)
-        if 2 * ne > cap:  # no room for the one-hot targets: the per-row form
-            _logit_terms(V, zero, El)
-            for i in range(r0, r1):
-                a, n = _span(po, pc, i)
-                if status[i] == OK:
-                    k = a + y[i]
-                    _logit_terms(pv[k : k + 1], one, El[k - a0 : k - a0 + 1])
-        else:  # the one-hot targets spelled out, then one vectorised pass
-            Y = scr.view(pv.dtype)[ne : 2 * ne]  # after El, which takes ne of the input's width
-            for k in range(ne):
-                Y[k] = zero
-            for i in range(r0, r1):
-                a, n = _span(po, pc, i)
-                if status[i] == OK:
-                    Y[a + y[i] - a0] = one
-            _logit_terms(V, Y, El)
-        _rsum(El, -a0, po, pc, r0, r1, S)
-    else:  # BCE from probabilities, hard one-hot targets: one log per class
-        V = pv[a0:a1]
-        El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (_bce_hard_terms)
-        if 2 * ne > cap:  # no room for the one-hot targets (runs are cut to fit): per row
-            _bce_hard_terms(V, False, El, prm)
-            for i in range(r0, r1):
-                a, n = _span(po, pc, i)
-                if status[i] == OK:
-                    k = a + y[i]
-                    _bce_hard_terms(pv[k : k + 1], True, El[k - a0 : k - a0 + 1], prm)
-        else:  # the one-hot targets spelled out, then one vectorised pass
-            Y = scr.view(pv.dtype)[ne : 2 * ne]
-            zero, one = V.dtype.type(0.0), V.dtype.type(1.0)
-            for k in range(ne):
-                Y[k] = zero
-            for i in range(r0, r1):
-                a, n = _span(po, pc, i)
-                if status[i] == OK:
-                    Y[a + y[i] - a0] = one
-            _bce_hard_terms(V, Y, El, prm)
-        _rsum(El, -a0, po, pc, r0, r1, S)
+    # BCE against index labels: the one-hot targets spelled out after the terms (in the input's
+    # precision; runs are cut so that twice their values fit the scratch), then one vectorised
+    # pass: from logits f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|), from
+    # probabilities -log p or -log(1 - p)
+    if 2 * ne > cap:  # cannot happen (see _scratch and _narrow_run_end); the row functions if it did
+        _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
+        return
+    V = pv[a0:a1]
+    El = scr.view(pv.dtype)[:ne]
+    Y = scr.view(pv.dtype)[ne : 2 * ne]
+    zero, one = V.dtype.type(0.0), V.dtype.type(1.0)
+    for k in range(ne):
+        Y[k] = zero
+    for i in range(r0, r1):
+        a, n = _span(po, pc, i)
+        if status[i] == OK:
+            Y[a + y[i] - a0] = one
+    if prm.from_logits:
+        _logit_terms(V, Y, El)
+    else:
+        _bce_hard_terms(V, Y, El, prm)
+    _rsum(El, -a0, po, pc, r0, r1, S)
     _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
 
 
