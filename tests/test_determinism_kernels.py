@@ -5,7 +5,7 @@ scores N rows at once, then in slices of 1, 7, 255, 256 and 257 rows, then with 
 thread; the losses must be bit-identical (NaN where NaN). The narrow (block) kernels work
 on blocks of ``cpu_blocks._BLOCK`` rows, so the slices put each row in blocks with other
 neighbours, at other offsets; the ragged layouts mix short rows with rows wider than
-``cpu._NARROW``, so that some slices average under the block threshold and others over it
+``cpu_blocks._NARROW``, so that some slices average under the block threshold and others over it
 (the same row then goes through the block kernels in one call and the per-row kernels in
 another). Values are checked against the NumPy reference too, so that "equal" is not
 "equally wrong".
@@ -20,7 +20,7 @@ import pytest
 
 import xent_numba as xn
 from tests import reference as ref
-from xent_numba import cpu
+from xent_numba import cpu_blocks
 
 N = 700
 SLICES = (1, 7, 255, 256, 257)
@@ -34,7 +34,7 @@ def _lengths(c, ragged, rng):
     # mostly short rows (1..c), every 9th row wider than the block threshold: the mean of
     # the whole array is under it, a slice of one wide row is over it
     n = rng.integers(1, c + 1, N)
-    n[::9] = cpu._NARROW + 40
+    n[::9] = cpu_blocks._NARROW + 40
     return n
 
 

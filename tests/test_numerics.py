@@ -4,7 +4,7 @@ Confident, correct rows (losses from 1e-20 to 1e-3) are where a naive ``lse - x_
 ``max(x, 0) - x t + ...`` cancels to 0. Each table is scored through every kernel path:
 
 - ``narrow``: the block kernels (few classes, no options);
-- ``wide``: the per-row fast kernels (rows padded past ``cpu._NARROW`` classes);
+- ``wide``: the per-row fast kernels (rows padded past ``cpu_blocks._NARROW`` classes);
 - ``general``: the row functions that take options (a class weight / pos_weight that is
   not 1, so the fast paths are not used);
 - ``ragged``: Arrow list rows (offsets) through the narrow kernels;
@@ -22,11 +22,11 @@ import pytest
 import xent_numba as xn
 from tests import reference as ref
 from tests.test_gpu import sim_gpu  # noqa: F401  (fixture)
-from xent_numba import cpu, losses
+from xent_numba import cpu_blocks, losses
 from xent_numba.errors import InvalidInputError
 
 GAPS = (7.0, 10.0, 14.0, 20.0, 25.0, 30.0, 36.0, 40.0, 46.0)  # losses ~1e-3 .. ~1e-20
-PAD = cpu._NARROW + 8  # classes appended for the "wide" path, at a logit far below the rest
+PAD = cpu_blocks._NARROW + 8  # classes appended for the "wide" path, at a logit far below the rest
 
 
 def _cce_logit_rows():
@@ -520,3 +520,18 @@ def test_float32_bce_probability_terms_whichever_log_runs(eps, target_kind):
     got = xn.bce(p, target, eps=eps)
     want = np.array([ref.exact_bce(r, t, eps=eps, dtype=np.float32) for r, t in zip(p[:3], onehot[:3], strict=True)])
     np.testing.assert_allclose(got, np.tile(want, 30), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["index", "dense"])
+def test_masked_bce_logits_in_float32_blocks_as_in_float64(dtype, kind):
+    """A ``-inf`` logit (p = 0) costs nothing where its target is 0 and is a masked true class
+    (inf, ``TARGET_MASKED``) where it is 1, in the float32 block terms as in float64 (the
+    float32 term once took its zero as ``x - x``: NaN, with status OK)."""
+    x = np.array([[-np.inf, 1.0, 2.0], [-np.inf, 1.0, 2.0]], dtype)
+    labels = np.array([1, 0])
+    target = labels if kind == "index" else np.eye(3, dtype=dtype)[labels]
+    out, st = xn.score("bce", x, target, from_logits=True, on_invalid="nan")
+    assert list(st) == [losses.OK, losses.TARGET_MASKED] and out[1] == np.inf
+    want = ref.exact_bce(x[0], np.eye(3)[1], from_logits=True)
+    np.testing.assert_allclose(out[0], want, rtol=1e-5 if dtype == np.float32 else 1e-9)

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from .arrow import Dense, Ragged
-from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch, narrow_limit  # noqa: F401 (tests read _NARROW)
+from .cpu_blocks import _narrow_dense, _narrow_index, _rows_per_block, _scratch, narrow_limit
 from .cpu_rows import _dense_dense, _dense_index, _fast_dense, _fast_index, _ragged_dense, _ragged_index
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)

@@ -23,6 +23,7 @@ from .cpu_rows import (
     _bce_soft,
     _bce_target_status,
     _cce_target_status,
+    _clip,
     _clog,
     _fast_dense_row,
     _fast_index_row,
@@ -308,11 +309,15 @@ def _bce_rows(out, status, po, pc, r0, r1, S, prm, masked):
         O[j] = v if St[j] == OK else _NAN
 
 
+_ZERO32, _ONE32 = np.float32(0.0), np.float32(1.0)
+
+
 @njit(**_ijit)
 def _softplus32(x, t):
-    """``_softplus_term`` in float32, for a float32 logit and target (``_logit_terms``)."""
-    z = x - x  # 0 of x's type
-    lin = (t * max(-x, z) if t != 0 else z) + ((1 - t) * max(x, z) if t != 1 else z)
+    """``_softplus_term`` in float32, for a float32 logit and target (``_logit_terms``); a
+    ``-inf`` logit (masked) gives 0, or inf where ``t > 0``, as in float64."""
+    lin = (t * _max(-x, _ZERO32) if t != _ZERO32 else _ZERO32) + (
+        (_ONE32 - t) * _max(x, _ZERO32) if t != _ONE32 else _ZERO32)
     return lin + fm.log1pexp32(x)
 
 
@@ -386,18 +391,22 @@ def _neglog_rows_impl(S, St, O, nb, prm, pv):
         return lambda S, St, O, nb, prm, pv: _neglog_rows64(S, St, O, nb, prm)
 
     def maybe_log32(S, St, O, nb, prm, pv):
-        lo32, hi32 = np.float32(prm.lo), np.float32(prm.hi)
-        if not _clip32_exact(prm):
+        if not _clip32_exact(prm):  # (which also means no floor on the log: logmin = -inf)
             _neglog_rows64(S, St, O, nb, prm)
             return
+        lo, hi = np.float32(prm.lo), np.float32(prm.hi)
         for j in range(nb):
-            p = np.float32(S[j])  # exact: S holds float32 values
-            p = p if p > lo32 else lo32
-            p = p if p < hi32 else hi32
-            v = -_max(float(fm.log32(p)), prm.logmin) * prm.scale
+            p = _clip(np.float32(S[j]), lo, hi)  # exact: S holds float32 values
+            v = -float(fm.log32(p)) * prm.scale
             O[j] = v if St[j] == OK else _NAN
 
     return maybe_log32
+
+
+@njit(**_jit)
+def _bce_hard_terms64(V, T, E, prm):
+    for k in range(V.shape[0]):
+        E[k] = _bce_hard(float(V[k]), T[k] != 0, prm.lo, prm.hi, prm.logmin)
 
 
 def _bce_hard_terms(V, T, E, prm):
@@ -411,24 +420,16 @@ def _bce_hard_terms_impl(V, T, E, prm):
     with ``log_or_log1m32`` (8 lanes, no division), kept in the float32 view of the scratch;
     otherwise ``_bce_hard`` in float64 (rounded once to ``E``'s dtype). The loop is inside."""
 
-    @njit(**_ijit)
-    def terms64(V, T, E, prm):
-        for k in range(V.shape[0]):
-            E[k] = _bce_hard(float(V[k]), T[k] != 0, prm.lo, prm.hi, prm.logmin)
-
     if V.dtype != types.float32:
-        return lambda V, T, E, prm: terms64(V, T, E, prm)
+        return lambda V, T, E, prm: _bce_hard_terms64(V, T, E, prm)
 
     def terms(V, T, E, prm):
         if not _clip32_exact(prm):
-            terms64(V, T, E, prm)
+            _bce_hard_terms64(V, T, E, prm)
             return
         lo, hi = np.float32(prm.lo), np.float32(prm.hi)
         for k in range(V.shape[0]):
-            p = V[k]
-            p = p if p > lo else lo
-            p = p if p < hi else hi
-            E[k] = -fm.log_or_log1m32(p, T[k] != 0)
+            E[k] = -fm.log_or_log1m32(_clip(V[k], lo, hi), T[k] != 0)
 
     return terms
 
@@ -599,15 +600,12 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     V = pv[a0:a1]
     Tb = tv[b0:b1]
     if prm.bce:
-        if prm.from_logits:
-            El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (see _logit_terms)
-            _logit_terms(V, Tb, El)
-            _rsum(El, -a0, po, pc, r0, r1, S)
-            _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
-            return
-        if hard:
-            El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (_bce_hard_terms)
-            _bce_hard_terms(V, Tb, El, prm)
+        if prm.from_logits or hard:  # the terms in the input's precision (see the overloads)
+            El = scr.view(pv.dtype)[:ne]
+            if prm.from_logits:
+                _logit_terms(V, Tb, El)
+            else:
+                _bce_hard_terms(V, Tb, El, prm)
             _rsum(El, -a0, po, pc, r0, r1, S)
         else:
             for k in range(ne):
