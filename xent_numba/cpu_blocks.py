@@ -468,18 +468,20 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
             if status[i] == OK:
                 a, n = _span(po, pc, i)
                 status[i] = _row_pred_status(pv, a, n, prm.from_logits)
-    S = scr[cap : cap + _BLOCK]
     if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
         O = out[r0:r1]
+        S = scr.view(pv.dtype)[cap : cap + _BLOCK]  # p_y in the input's precision (its bits)
         last = pv.shape[0] - 1  # >= 0: a scored row has a value
+        one = pv.dtype.type(1.0)
         for j in range(r1 - r0):  # branch-free (a clamped index for unscored rows): vectorises
             a, _ = _span(po, pc, r0 + j)
             ok = St[j] == OK
             k = a + (Y[j] if ok else 0)
-            x = float(pv[_u(k if k < last else last)])
-            S[j] = x if ok else 1.0
+            x = pv[_u(k if k < last else last)]
+            S[j] = x if ok else one
         _neglog_rows(S, St, O, r1 - r0, prm, pv)
         return
+    S = scr[cap : cap + _BLOCK]
     E = scr[:ne]
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
