@@ -190,3 +190,36 @@ def test_log32_within_one_ulp_on_positive_normals():
     nz = want != 0
     ulp = np.spacing(np.abs(want[nz]).astype(np.float32)).astype(np.float64)
     assert (np.abs(got[nz].astype(np.float64) - want[nz]) / ulp).max() <= 1.0
+
+
+@njit(cache=True)
+def _exp32_sub_all(x, m):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = fm.exp32_sub(x[i], m[i])
+    return out
+
+
+def test_exp32_sub_takes_the_difference_exactly():
+    """``e^(x - m)`` for float32 ``x <= m`` within 1.5 float32 ulp (``exp32``'s bound) of the
+    exact value (the difference of two float32 is exact in float64), however far below ``m``: rounding
+    ``x - m`` to float32 first would cost up to ``|x - m| 2^-24`` (5e-6 at -80; the second
+    half of the data is built to round half-way there)."""
+    rng = np.random.default_rng(3)
+    m = rng.normal(0.0, 30.0, 1_000_000).astype(np.float32)
+    x = (m.astype(np.float64) - rng.uniform(0.0, 87.0, m.size)).astype(np.float32)
+    m2 = np.float32(40.0) + np.float32(2.0**-18) * rng.integers(1, 8, 10_000).astype(np.float32)
+    x2 = np.full(m2.size, -40.0, np.float32)  # x - m = -80 - k 2^-18: half-way cases for float32
+    x, m = np.concatenate([x, x2]), np.concatenate([m, m2])
+    got = _exp32_sub_all(x, m)
+    want = np.exp(x.astype(np.float64) - m.astype(np.float64))
+    ok = want >= np.finfo(np.float32).tiny
+    ulp = np.spacing(want[ok].astype(np.float32)).astype(np.float64)
+    assert got.dtype == np.float32
+    assert (np.abs(got[ok].astype(np.float64) - want[ok]) / ulp).max() <= ULPS32["exp32"]
+    naive = np.exp((x2 - m2).astype(np.float64))  # what rounding x - m first gives
+    assert np.abs(naive / np.exp(x2.astype(np.float64) - m2) - 1).max() > 1e-6
+    s = _exp32_sub_all(np.array([-np.inf, np.nan, 1.0, 0.0, -200.0, 5.0], np.float32),
+                       np.array([0.0, 0.0, np.nan, 0.0, 0.0, 0.0], np.float32))
+    assert s[0] == 0.0 and np.isnan(s[1]) and np.isnan(s[2]) and s[3] == 1.0 and s[4] == 0.0
+    assert s[5] == np.float32(np.exp(5.0))

@@ -72,7 +72,7 @@ def narrow_limit(prm):
     row from 32 (C = 32: 62 against 74 ms, C = 64: 44 against 81 ms); every other mode is
     faster in blocks up to 64."""
     return _NARROW_LSE if prm.from_logits and not prm.bce else _NARROW
-_NROW = 4 * _BLOCK  # per-row scratch: S, R, T, M
+_NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M and the shifts in the input's dtype
 
 
 @njit(**_ijit)
@@ -80,6 +80,13 @@ def _u(i):
     """An index as unsigned: Numba then skips the negative-index wraparound (which keeps
     loops from vectorising). Only for indices known to be >= 0."""
     return np.uint64(i)
+
+
+@njit(**_ijit)
+def _row_scratch(scr, cap, i, like):
+    """Per-row scratch slot ``i`` (of ``_NROW // _BLOCK``) as an array of ``like``'s dtype."""
+    k = 8 // like.itemsize
+    return scr.view(like.dtype)[(cap + i * _BLOCK) * k : (cap + (i + 1) * _BLOCK) * k]
 
 
 @njit(**_jit)
@@ -98,10 +105,11 @@ def _flat_pred_ok(v, a0, a1, from_logits):
     masked = False
     V = v[a0:a1]  # a view indexed from 0: no negative-index wraparound, so the loop vectorises
     if from_logits:  # NaN or +inf (-inf masks a class)
+        inf = V.dtype.type(_INF)
         for k in range(V.shape[0]):
-            x = float(V[k])
-            bad |= (x != x) | (x == _INF)
-            masked |= x == -_INF
+            x = V[k]  # compared in its own dtype: all lanes
+            bad |= (x != x) | (x == inf)
+            masked |= x == -inf
     else:
         for k in range(V.shape[0]):
             x = V[k]
@@ -174,11 +182,12 @@ def _row_shift(s, m):
 
 
 @njit(**_jit)
-def _shift_rows(v, po, pc, a0, r0, r1, status, M, E, D):
-    """Row maxima into ``M`` and ``E = x - m`` for the block's values (``m`` from
-    ``_row_shift``, kept in ``D`` for dense rows); returns how many rows have a max to leave
-    out of ``_exp_rest``'s sum. Dense rows: C strided passes across the rows (vectorised; a
-    loop over a row's few classes is not)."""
+def _shift_rows(v, po, pc, a0, r0, r1, status, M, X, D):
+    """Row maxima into ``M`` and, for each of the block's values, its row's shift ``m`` (from
+    ``_row_shift``; per row in ``D`` for dense rows) into ``X``, in the input's dtype (which
+    holds ``m`` exactly: a logit, 0 or NaN); returns how many rows have a max to leave out of
+    ``_exp_rest``'s sum. Dense rows: C strided passes across the rows (vectorised; a loop
+    over a row's few classes is not)."""
     _rmax(v, po, pc, r0, r1, M)
     expected = 0.0
     if pc >= 0:
@@ -189,7 +198,7 @@ def _shift_rows(v, po, pc, a0, r0, r1, status, M, E, D):
             D[j] = m
         for c in range(pc):
             for j in range(nb):
-                E[_u(j * pc + c)] = float(v[_u(a0 + j * pc + c)]) - D[j]
+                X[_u(j * pc + c)] = D[j]
         return expected
     for i in range(r0, r1):
         a, n = _span(po, pc, i)
@@ -197,41 +206,118 @@ def _shift_rows(v, po, pc, a0, r0, r1, status, M, E, D):
         m = _row_shift(status[i], M[j])
         expected += 1.0 if m == M[j] else 0.0
         for c in range(a, a + n):
-            E[_u(c - a0)] = float(v[_u(c)]) - m
+            X[_u(c - a0)] = m
+    return expected
+
+
+def _exp_sub(x, m):
+    """``e^(x - m)``, in the precision of ``x`` (see the overload)."""
+
+
+@overload(_exp_sub, inline="always", jit_options=_jit)
+def _exp_sub_impl(x, m):
+    """Float32 logits: ``_fastmath.exp32_sub`` (8 lanes, ``x - m`` taken exactly, within a
+    few float32 ulp); float64: ``_fastmath.exp`` of the float64 difference."""
+    if x == types.float32:
+        return lambda x, m: fm.exp32_sub(x, m)
+    return lambda x, m: fm.exp(x - m)
+
+
+@njit(**_jit)
+def _exp_rest(V, X, a0, po, pc, r0, r1, S, v, M, status, expected):
+    """From the block's logits ``V`` and their rows' shifts ``X`` (``_shift_rows``):
+    ``S_j = sum exp(x - m)`` over every class but one row max, i.e. the sum without one
+    ``e^0 = 1`` (which ``log1p`` adds back: see ``cpu_rows._lse``); ``X`` is overwritten with
+    the terms. One flat vectorised pass zeroes the maxima (``x = m``) and counts them; only a
+    block whose count differs from ``expected`` (one per scored row) has ties, and only there
+    are the other maxima added back row by row (a per-row arg max in the hot loop would cost
+    a dependent select per value)."""
+    zero, one = X.dtype.type(0.0), X.dtype.type(1.0)
+    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW_LSE), all lanes
+    for k in range(X.shape[0]):
+        x, m = V[k], X[k]
+        nz += one if x == m else zero
+        X[k] = _exp_sub(x, m) if x < m else zero
+    _rsum(X, -a0, po, pc, r0, r1, S)
+    if nz != expected:
+        _add_tied_maxima(v, po, pc, r0, r1, S, M, status)
+
+
+@njit(**_jit)
+def _add_tied_maxima(v, po, pc, r0, r1, S, M, status):
+    """A block with tied row maxima: each row's other maxima count ``e^0 = 1`` each in ``S``."""
+    for i in range(r0, r1):
+        j = i - r0
+        if (status[i] == OK) & (M[j] > -_INF):
+            a, n = _span(po, pc, i)
+            cnt = 0.0
+            for c in range(a, a + n):
+                cnt += 1.0 if float(v[c]) == M[j] else 0.0
+            S[j] += cnt - 1.0
+
+
+@njit(**_jit)
+def _shift_classes(v, a0, pc, r0, r1, status, X, M, Dx):
+    """Dense rows of ``pc`` logits: the block class-major, ``X[c nb + j] = x[r0 + j, c]`` (one
+    strided pass; every later pass runs contiguously across the rows), row maxima into ``M``
+    and the rows' shifts (``_row_shift``) into ``Dx``, in the input's dtype; returns how many
+    rows have a max to leave out of ``_exp_classes``'s sum."""
+    nb = r1 - r0
+    for c in range(pc):
+        for j in range(nb):
+            X[_u(c * nb + j)] = v[_u(a0 + j * pc + c)]
+    lo = X.dtype.type(-_INF)
+    for j in range(nb):  # the maxima in the input's dtype (all lanes), then M in float64
+        Dx[j] = lo
+    for c in range(pc):
+        Xc = X[c * nb : (c + 1) * nb]
+        for j in range(nb):
+            x = Xc[j]
+            Dx[j] = x if x > Dx[j] else Dx[j]
+    expected = 0.0
+    for j in range(nb):
+        M[j] = Dx[j]
+        m = _row_shift(status[r0 + j], M[j])
+        expected += 1.0 if m == M[j] else 0.0
+        Dx[j] = m
     return expected
 
 
 @njit(**_jit)
-def _exp_rest(E, a0, po, pc, r0, r1, S, v, M, status, expected):
-    """From ``E = x - m`` (per row): ``S_j = sum exp(x - m)`` over every class but one row
-    max, i.e. the sum without one ``e^0 = 1`` (which ``log1p`` adds back: see
-    ``cpu_rows._lse``). One flat vectorised pass zeroes the maxima (``d = 0``) and counts
-    them; only a block whose count differs from ``expected`` (one per scored row) has ties,
-    and only there are the other maxima added back row by row (a per-row arg max in the
-    hot loop would cost a dependent select per value)."""
-    nz = 0.0
-    for k in range(E.shape[0]):
-        d = E[k]
-        nz += 1.0 if d == 0.0 else 0.0
-        E[k] = fm.exp(d) if d < 0.0 else 0.0
-    _rsum(E, -a0, po, pc, r0, r1, S)
-    if nz != expected:  # ties: the other maxima count 1 each
-        for i in range(r0, r1):
-            j = i - r0
-            if (status[i] == OK) & (M[j] > -_INF):
-                a, n = _span(po, pc, i)
-                cnt = 0.0
-                for c in range(a, a + n):
-                    cnt += 1.0 if float(v[c]) == M[j] else 0.0
-                S[j] += cnt - 1.0
+def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
+    """``_exp_rest`` on the class-major block of ``_shift_classes``: ``S_j = sum exp(x - m)``
+    over every class but one row max, summed per row in class order (the same operations,
+    so the same bits, as ``_shift_rows`` + ``_exp_rest`` on the rows)."""
+    nb = r1 - r0
+    zero, one = X.dtype.type(0.0), X.dtype.type(1.0)
+    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW_LSE), all lanes
+    for c in range(pc):
+        Xc = X[c * nb : (c + 1) * nb]
+        for j in range(nb):
+            x, m = Xc[j], Dx[j]
+            nz += one if x == m else zero
+            Xc[j] = _exp_sub(x, m) if x < m else zero
+    for j in range(nb):
+        S[j] = 0.0
+    for c in range(pc):
+        Xc = X[c * nb : (c + 1) * nb]
+        for j in range(nb):
+            S[j] += float(Xc[j])
+    if nz != expected:
+        _add_tied_maxima(v, _NO_PO, pc, r0, r1, S, M, status)
+
+
+_NO_PO = np.zeros(1, dtype=np.int64)
 
 
 @njit(**_jit)
 def _pair_rest(v, y, status, r0, r1, S, R, T):
     """CCE from logits, dense rows of two classes: ``R = m - x_y`` and ``S = e^(lo - m)``
     (``lo`` the other logit; 1 for a tie, 0 when both are masked), in one pass across the
-    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest``, so the
-    same bits, without their passes over the classes (which cost more than the values at C = 2)."""
+    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest`` on float64
+    input, so the same bits there, without their passes over the classes (which cost more than
+    the values at C = 2). The ``exp`` stays float64 for float32 input too: measured, float32
+    made no difference here."""
     for i in range(r0, r1):
         j = i - r0
         s = status[i]
@@ -482,7 +568,6 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         _neglog_rows(S, St, O, r1 - r0, prm, pv)
         return
     S = scr[cap : cap + _BLOCK]
-    E = scr[:ne]
     R = scr[cap + _BLOCK : cap + 2 * _BLOCK]
     T = scr[cap + 2 * _BLOCK : cap + 3 * _BLOCK]
     if not prm.bce and pc == 2:  # two classes: the same sums, one row per step (see _pair_rest)
@@ -491,12 +576,20 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         return
     if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
         M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-        expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
+        X = scr.view(pv.dtype)[:ne]
+        if pc >= 0:
+            Dx = _row_scratch(scr, cap, 4, pv)
+            expected = _shift_classes(pv, a0, pc, r0, r1, status, X, M, Dx)
+        else:
+            expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, X, S)
         for j in range(r1 - r0):
             a, _ = _span(po, pc, r0 + j)
             R[j] = _row_shift(St[j], M[j]) - float(pv[a + Y[j]]) if St[j] == OK else 0.0
             T[j] = 1.0
-        _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
+        if pc >= 0:
+            _exp_classes(X, Dx, pc, r0, r1, S, pv, M, status, expected)
+        else:
+            _exp_rest(pv[a0:a1], X, a0, po, pc, r0, r1, S, pv, M, status, expected)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
     # BCE against index labels: the one-hot targets spelled out after the terms (in the input's
@@ -624,22 +717,42 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
         _finish_rows(out, status, r0, r1, S, S, T, prm, False, False)
         return
     # CCE from logits: sum_c t_c (lse - x_c) = T log sum_c exp(d_c) - sum_c t_c d_c, d = x - m.
-    # E holds d, then exp(d); the products t d go to the scratch after E.
+    # X holds each value's row shift m, then exp(x - m); the products t d go to the scratch after it.
     if pc == 2:  # two classes: one pass across the rows (see _pair_dense)
         _pair_dense(V, Tb, status, r0, r1, S, R)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
     M = scr[cap + 3 * _BLOCK : cap + 4 * _BLOCK]
-    F = scr[ne : 2 * ne]
-    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, E, S)
+    X = scr.view(pv.dtype)[:ne]  # the logits or their shifts, then the exp terms
+    if pc >= 0:  # class-major (see _shift_classes)
+        Dx = _row_scratch(scr, cap, 4, pv)
+        expected = _shift_classes(pv, a0, pc, r0, r1, status, X, M, Dx)
+        nb = r1 - r0
+        for j in range(nb):
+            R[j] = 0.0
+        Tt = scr.view(tv.dtype)[ne * (8 // tv.itemsize) : ne * (8 // tv.itemsize) + ne]
+        for c in range(pc):  # the targets class-major too (one strided pass)
+            for j in range(nb):
+                Tt[_u(c * nb + j)] = Tb[_u(j * pc + c)]
+        for c in range(pc):  # R_j = -sum_c t_c d_c, in class order (as _rsum of the products)
+            Xc, Tc = X[c * nb : (c + 1) * nb], Tt[c * nb : (c + 1) * nb]
+            for j in range(nb):
+                tk = float(Tc[j])
+                R[j] += tk * (float(Xc[j]) - float(Dx[j])) if tk != 0.0 else 0.0
+        for j in range(nb):
+            R[j] = -R[j]
+        _exp_classes(X, Dx, pc, r0, r1, S, pv, M, status, expected)
+        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+        return
+    F = scr[ne : 2 * ne]  # the products t d, in float64 (d = x - m is exact there)
+    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, X, S)
     for k in range(ne):
         tk = float(Tb[k])
-        e = E[k]
-        F[k] = tk * e if tk != 0.0 else 0.0
+        F[k] = tk * (float(V[k]) - float(X[k])) if tk != 0.0 else 0.0
     _rsum(F, -a0, po, pc, r0, r1, R)
     for j in range(r1 - r0):
         R[j] = -R[j]
-    _exp_rest(E, a0, po, pc, r0, r1, S, pv, M, status, expected)
+    _exp_rest(V, X, a0, po, pc, r0, r1, S, pv, M, status, expected)
     _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
 
 
