@@ -95,7 +95,7 @@ def _expected(mode, rows, tgts, labels, dtype):
 
 @pytest.mark.parametrize("ragged", [False, True], ids=["dense", "ragged"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("c", [2, 10, 40])  # 40: rows either side of CCE-from-logits' 24-class limit
+@pytest.mark.parametrize("c", [2, 10, 40])  # 40: wider than a vector, narrower than the block limit
 @pytest.mark.parametrize("mode", MODES)
 def test_rows_do_not_depend_on_their_neighbours(mode, c, dtype, ragged):
     P, target, rows, tgts, labels = _data(mode, c, dtype, ragged)

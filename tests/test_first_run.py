@@ -67,7 +67,7 @@ INPUTS = {
 def _fast_path_types(pred, target, prm, w, pw, out, status):
     """What the lean kernels are compiled for: the Numba types of their array arguments."""
     pv, po, pc = cpu._flat(pred)
-    narrow = pc < 0 or pc <= cpu.narrow_limit(prm)  # ragged rows: the block kernels pick per row
+    narrow = pc < 0 or pc <= cpu._NARROW  # ragged rows: the block kernels pick per row
     if isinstance(target, np.ndarray):
         tt = (numba.typeof(target),)
     else:

@@ -1,9 +1,8 @@
 """CPU backend: ``run()`` picks the kernel for a pair of layouts.
 
-- no options (smoothing 0, no weights), ragged rows or at most ``narrow_limit(prm)`` columns
-  (64; 24 for CCE from logits): the block kernels of ``cpu_blocks.py`` (which score each
-  ragged row wider than that with its row function, so that a row's path never depends on
-  the rest of the batch);
+- no options (smoothing 0, no weights), ragged rows or at most ``cpu_blocks._NARROW`` (64)
+  columns: the block kernels of ``cpu_blocks.py`` (which score each ragged row wider than
+  that with its row function, so that a row's path never depends on the rest of the batch);
 - no options, more columns: the per-row fast kernels of ``cpu_rows.py``;
 - any option: the general row kernels of ``cpu_rows.py``.
 """
@@ -16,7 +15,7 @@ import numba
 import numpy as np
 
 from .arrow import Dense, Ragged
-from .cpu_blocks import _narrow_dense, _narrow_index, _rows_per_block, _scratch, narrow_limit
+from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch
 from .cpu_rows import _dense_dense, _dense_index, _fast_dense, _fast_index, _ragged_dense, _ragged_index
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
@@ -65,7 +64,7 @@ def _run(pred, target, prm, w, pw, out, status):
     if prm.smoothing == 0.0 and w.size == 0 and pw.size == 0:
         pv, po, pc = _flat(pred)
         n = out.shape[0]
-        narrow = pc <= narrow_limit(prm)  # ragged rows (pc < 0): the block kernels pick per row
+        narrow = pc <= _NARROW  # ragged rows (pc < 0): the block kernels pick per row
         if not narrow:
             if isinstance(target, np.ndarray):
                 _fast_index(pv, po, pc, target, prm, out, status)

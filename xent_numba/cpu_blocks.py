@@ -60,18 +60,9 @@ from .losses import (
 # the kernels allocate nothing.
 
 _BLOCK = 256
-_NARROW = 64  # classes per row up to which rows are scored in blocks (see ``narrow_limit``)
-_NARROW_LSE = 24  # CCE from logits: its row functions (8 running maxima) win above 24 classes
-
-
-@njit(**_ijit)
-def narrow_limit(prm):
-    """The most classes a row may have to be scored in blocks, for this call's mode (a row's
-    path depends on its length and the call's options, never on its neighbours). Measured
-    (2M-10M rows, float32): CCE from logits is faster in blocks up to 24 classes and row by
-    row from 32 (C = 32: 62 against 74 ms, C = 64: 44 against 81 ms); every other mode is
-    faster in blocks up to 64."""
-    return _NARROW_LSE if prm.from_logits and not prm.bce else _NARROW
+_NARROW = 64  # classes per row up to which rows are scored in blocks, in every mode (measured:
+# CCE from logits at 2M-10M rows, float32, blocks against the row functions: C = 32 0.49x,
+# C = 48 0.52x, C = 64 0.78x the time; at C = 128 even)
 _NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M and the shifts in the input's dtype
 
 
@@ -233,7 +224,7 @@ def _exp_rest(V, X, a0, po, pc, r0, r1, S, v, M, status, expected):
     are the other maxima added back row by row (a per-row arg max in the hot loop would cost
     a dependent select per value)."""
     zero, one = X.dtype.type(0.0), X.dtype.type(1.0)
-    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW_LSE), all lanes
+    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW), all lanes
     for k in range(X.shape[0]):
         x, m = V[k], X[k]
         nz += one if x == m else zero
@@ -290,7 +281,7 @@ def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
     so the same bits, as ``_shift_rows`` + ``_exp_rest`` on the rows)."""
     nb = r1 - r0
     zero, one = X.dtype.type(0.0), X.dtype.type(1.0)
-    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW_LSE), all lanes
+    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW), all lanes
     for c in range(pc):
         Xc = X[c * nb : (c + 1) * nb]
         for j in range(nb):
@@ -758,7 +749,7 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
 
 # ---- a row's path depends on its own length only ------------------------------------------
 #
-# A row of at most ``narrow_limit(prm)`` classes is scored by the block arithmetic above, a wider row by
+# A row of at most ``_NARROW`` classes is scored by the block arithmetic above, a wider row by
 # its row function (``cpu_rows``): the two sum in different orders, so which one scores a row
 # must not depend on its neighbours (results are bit-identical whatever the batch split or
 # thread count). A ragged block is cut into runs of consecutive narrow rows that fit the
@@ -788,7 +779,7 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     cap = scr.shape[0] - _NROW
     i = r0
     while i < r1:
-        j = _narrow_run_end(po, pc, i, r1, cap, narrow_limit(prm))
+        j = _narrow_run_end(po, pc, i, r1, cap, _NARROW)
         if j > i:
             _run_index(pv, po, pc, y, prm, out, status, i, j, scr)
             i = j
@@ -803,7 +794,7 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     cap = scr.shape[0] - _NROW
     i = r0
     while i < r1:
-        j = _narrow_run_end(po, pc, i, r1, cap, narrow_limit(prm))
+        j = _narrow_run_end(po, pc, i, r1, cap, _NARROW)
         if j > i:
             _run_dense(pv, po, pc, tv, to, tc, prm, out, status, i, j, scr)
             i = j
