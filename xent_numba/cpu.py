@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from .arrow import Dense, Ragged
-from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch
+from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch, uniform_width
 from .cpu_rows import _dense_dense, _dense_index, _fast_dense, _fast_index, _ragged_dense, _ragged_index
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
@@ -23,11 +23,17 @@ _NO_OFFSETS.flags.writeable = False  # the same array type as canonical (read-on
 
 
 def _flat(layout):
-    """``(values, offsets, width)``: a dense layout as a flat C-order array and its width."""
+    """``(values, offsets, width)``: a dense layout as a flat C-order array and its width; ragged
+    rows that all have one width (a list column of a fixed class count) are dense rows too,
+    with the same bits (the block kernels sum each row in class order in both layouts)."""
     if isinstance(layout, Dense):
         vals = np.ascontiguousarray(layout.values)
         return vals.reshape(-1), _NO_OFFSETS, vals.shape[1]
-    return layout.values, layout.offsets, -1
+    po, n = layout.offsets, len(layout.offsets) - 1
+    w = uniform_width(po, n)
+    if w > 0:
+        return layout.values[po[0] : po[0] + n * w], _NO_OFFSETS, int(w)
+    return layout.values, po, -1
 
 
 def _as_rows(w):

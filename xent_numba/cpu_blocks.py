@@ -81,6 +81,19 @@ def _row_scratch(scr, cap, i, like):
 
 
 @njit(**_jit)
+def uniform_width(po, n):
+    """The width of ``n`` ragged rows (offsets ``po``) when every row has the same one, >= 1;
+    else -1."""
+    if n == 0:
+        return -1
+    w = po[1] - po[0]
+    same = w >= 1
+    for i in range(1, n):
+        same &= po[i + 1] - po[i] == w
+    return w if same else -1
+
+
+@njit(**_jit)
 def _block_span(po, pc, r0, r1):
     if pc >= 0:
         return r0 * pc, r1 * pc
@@ -120,7 +133,9 @@ def _row_pred_status(v, a, n, from_logits):
 
 @njit(**_jit)
 def _rsum(X, shift, po, pc, r0, r1, S):
-    """``S_j = sum of X[a_i + shift : a_i + n_i + shift]`` for rows ``i = r0 + j``.
+    """``S_j = sum of X[a_i + shift : a_i + n_i + shift]`` for rows ``i = r0 + j``, added in
+    class order in both layouts (so a row's sum does not depend on its layout: ``cpu.run``
+    scores ragged rows of one length as dense ones).
 
     Dense rows: C strided passes across the block (vectorised across rows)."""
     nb = r1 - r0
@@ -132,11 +147,11 @@ def _rsum(X, shift, po, pc, r0, r1, S):
             for j in range(nb):
                 S[j] += float(X[_u(base + j * pc + c)])
         return
-    for i in range(r0, r1):
+    for i in range(r0, r1):  # in class order, kept (fm.add): the bits of the dense layout's sums
         a, n = _span(po, pc, i)
         s = 0.0
         for c in range(a + shift, a + n + shift):
-            s += float(X[_u(c)])
+            s = fm.add(s, float(X[_u(c)]))
         S[i - r0] = s
 
 
@@ -301,26 +316,31 @@ def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
 _NO_PO = np.zeros(1, dtype=np.int64)
 
 
+@njit(**_ijit)
+def _pair_exp(lo, sh):
+    """``e^(lo - sh)`` in ``lo``'s precision (``_exp_sub``, as ``_exp_rest``) for ``lo`` below
+    the row's shift ``sh`` (in the same dtype: it holds a logit, 0 or NaN exactly), 1 at it (a
+    tie), else 0 (both classes masked, or an invalid row's NaN shift); as float64."""
+    return float(_exp_sub(lo, sh)) if lo < sh else (1.0 if lo == sh else 0.0)
+
+
 @njit(**_jit)
 def _pair_rest(v, y, status, r0, r1, S, R, T):
     """CCE from logits, dense rows of two classes: ``R = m - x_y`` and ``S = e^(lo - m)``
     (``lo`` the other logit; 1 for a tie, 0 when both are masked), in one pass across the
-    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest`` on float64
-    input, so the same bits there, without their passes over the classes (which cost more than
-    the values at C = 2). The ``exp`` stays float64 for float32 input too: measured, float32
-    made no difference here."""
+    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest``, so the
+    same bits, without their passes over the classes (which cost more than the values at C = 2)."""
     for i in range(r0, r1):
         j = i - r0
         s = status[i]
-        x0 = float(v[_u(2 * i)])
-        x1 = float(v[_u(2 * i + 1)])
+        v0, v1 = v[_u(2 * i)], v[_u(2 * i + 1)]
+        x0, x1 = float(v0), float(v1)
         m = x0 if x0 > x1 else x1
-        lo = x1 if x0 > x1 else x0
+        lo = v1 if x0 > x1 else v0
         sh = _row_shift(s, m)
-        d = lo - sh
         xy = x1 if y[i] == 1 else x0
         R[j] = sh - xy if s == OK else 0.0
-        S[j] = fm.exp(d) if d < 0.0 else (1.0 if d == 0.0 else 0.0)
+        S[j] = _pair_exp(lo, v.dtype.type(sh))
         T[j] = 1.0
 
 
@@ -331,19 +351,18 @@ def _pair_dense(V, Tb, status, r0, r1, S, R):
     in ``_pair_rest``; the same operations as ``_shift_rows`` + ``_rsum`` + ``_exp_rest``."""
     for j in range(r1 - r0):
         s = status[r0 + j]
-        x0 = float(V[_u(2 * j)])
-        x1 = float(V[_u(2 * j + 1)])
+        v0, v1 = V[_u(2 * j)], V[_u(2 * j + 1)]
+        x0, x1 = float(v0), float(v1)
         t0 = float(Tb[_u(2 * j)])
         t1 = float(Tb[_u(2 * j + 1)])
         m = x0 if x0 > x1 else x1
-        lo = x1 if x0 > x1 else x0
+        lo = v1 if x0 > x1 else v0
         sh = _row_shift(s, m)
         r = 0.0
         r += t0 * (x0 - sh) if t0 != 0.0 else 0.0
         r += t1 * (x1 - sh) if t1 != 0.0 else 0.0
         R[j] = -r
-        d = lo - sh
-        S[j] = fm.exp(d) if d < 0.0 else (1.0 if d == 0.0 else 0.0)
+        S[j] = _pair_exp(lo, V.dtype.type(sh))
 
 
 @njit(**_jit)
@@ -727,9 +746,9 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
                 Tt[_u(c * nb + j)] = Tb[_u(j * pc + c)]
         for c in range(pc):  # R_j = -sum_c t_c d_c, in class order (as _rsum of the products)
             Xc, Tc = X[c * nb : (c + 1) * nb], Tt[c * nb : (c + 1) * nb]
-            for j in range(nb):
-                tk = float(Tc[j])
-                R[j] += tk * (float(Xc[j]) - float(Dx[j])) if tk != 0.0 else 0.0
+            for j in range(nb):  # (np.float64: Numba's float() of a float32 stays float32)
+                tk = np.float64(Tc[j])
+                R[j] += tk * (np.float64(Xc[j]) - np.float64(Dx[j])) if tk != 0.0 else 0.0
         for j in range(nb):
             R[j] = -R[j]
         _exp_classes(X, Dx, pc, r0, r1, S, pv, M, status, expected)
@@ -738,8 +757,8 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     F = scr[ne : 2 * ne]  # the products t d, in float64 (d = x - m is exact there)
     expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, X, S)
     for k in range(ne):
-        tk = float(Tb[k])
-        F[k] = tk * (float(V[k]) - float(X[k])) if tk != 0.0 else 0.0
+        tk = np.float64(Tb[k])  # (np.float64: Numba's float() of a float32 stays float32)
+        F[k] = tk * (np.float64(V[k]) - np.float64(X[k])) if tk != 0.0 else 0.0
     _rsum(F, -a0, po, pc, r0, r1, R)
     for j in range(r1 - r0):
         R[j] = -R[j]
