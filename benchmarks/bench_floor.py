@@ -7,8 +7,8 @@ The floor of `bench.py --only memory` is a 2-thread `prange` sum over the arrays
 reads. A kernel cannot beat its own instructions either: this script times the passes that
 every loss mode needs at the least, each on its own, on a block of values that stays in the
 L1 cache (so memory costs nothing here), written the way Numba vectorises best (flat
-float32 loops for the per-value math, the row-inner loop for per-row reductions), and sums
-the passes a mode cannot avoid. When that sum, on cached data, is more than 2.5x the floor
+float32 loops for the per-value math with each value's check fused in, the faster layout for
+per-row reductions), and sums the passes a mode cannot avoid. When that sum, on cached data, is more than 2.5x the floor
 on data in memory, 2.5x the floor is out of reach on this machine whatever the kernel's
 layout. Ratios are medians over interleaved rounds (the shared machine's speed drifts).
 """
@@ -54,9 +54,32 @@ def _pass(block, out, reps, which):
             elif which == 3:  # log p in float64: BCE from probabilities, one per value
                 for k in range(V.shape[0]):
                     O[k] = fm.log(float(V[k]) * 0.01 + 0.5)
-            else:  # the same in float32, no division
+            elif which == 4:  # the same in float32, no division
                 for k in range(V.shape[0]):
                     O[k] = fm.log32(V[k] * _F32(0.01) + _F32(0.5))
+            # the same with each value's check fused in (every kernel must check every value;
+            # one loop, so the check costs only its compares, not a second read)
+            elif which == 5:  # e^x, logits checked: NaN or +inf
+                bad = False
+                for k in range(V.shape[0]):
+                    x = V[k]
+                    bad |= (x != x) | (x == _F32(np.inf))
+                    O[k] = fm.exp32(x)
+                O[0] += _F32(bad)
+            elif which == 6:  # log(1 + e^-|x|), logits checked
+                bad = False
+                for k in range(V.shape[0]):
+                    x = V[k]
+                    bad |= (x != x) | (x == _F32(np.inf))
+                    O[k] = fm.log1pexp32(x)
+                O[0] += _F32(bad)
+            else:  # float32 log of a probability, checked: in [0, 1], not NaN
+                bad = False
+                for k in range(V.shape[0]):
+                    p = V[k] * _F32(0.01) + _F32(0.5)
+                    bad |= (p < _F32(0.0)) | (p > _F32(1.0)) | (p != p)
+                    O[k] = fm.log32(p)
+                O[0] += _F32(bad)
 
 
 @njit(**_J)
@@ -105,13 +128,14 @@ def _rows(block, out, reps, c, which):
                     O[j] = s
 
 
-PASSES = {  # the least each mode needs (row reductions at the table's C; no row max:
-    # shifting a row by its true class's logit instead would leave only the rare overflowing
-    # row to redo); every mode returns a fresh result
-    "CCE, logits + index labels": ["exp", "row sum", "result"],
-    "CCE, logits + one-hot": ["exp", "row sum", "row sum", "result"],  # + the targets' dot product
-    "BCE, probabilities + multi-hot": ["log", "row sum", "result"],
-    "BCE, logits + multi-hot": ["log1p(exp)", "row sum", "result"],
+PASSES = {  # the least each mode needs (row reductions at the table's C); every mode checks
+    # each prediction (fused into its arithmetic pass) and returns a fresh result. CCE from
+    # logits also needs each row's max: the promised max-shifted log-sum-exp (a row shifted by
+    # its true class's logit instead, a one-hot target has no one such class)
+    "CCE, logits + index labels": ["exp, checked", "row max", "row sum", "result"],
+    "CCE, logits + one-hot": ["exp, checked", "row max", "row sum", "row sum", "result"],  # + the targets' dot product
+    "BCE, probabilities + multi-hot": ["log, checked", "row sum", "result"],
+    "BCE, logits + multi-hot": ["log1p(exp), checked", "row sum", "result"],
     "CCE, probabilities + index labels": ["flat pass", "log per row", "result"],
 }
 MODE_KEYS = dict(zip(PASSES, ["cce_logit_index", "cce_logit_onehot", "bce_prob_multihot",
@@ -141,6 +165,9 @@ def main(argv=None):
             "log1p(exp)": lambda: _pass(block, out, reps, 2),
             "log, float64": lambda: _pass(block, out, reps, 3),
             "log, float32 (no division)": lambda: _pass(block, out, reps, 4),
+            "exp, checked": lambda: _pass(block, out, reps, 5),
+            "log1p(exp), checked": lambda: _pass(block, out, reps, 6),
+            "log, float32, checked": lambda: _pass(block, out, reps, 7),
             "result (in memory)": lambda n=n: _result(n),
             "row sum, row by row": lambda c=c: _rows(block, out, reps, c, 1),
             "row sum, across rows": lambda c=c: _rows(block, out, reps, c, 3),
@@ -156,6 +183,8 @@ def main(argv=None):
         for r in range(rounds):  # the faster of each pair in each round; a log per row is 1/C of a log pass
             times.setdefault("row sum", []).append(min(times["row sum, row by row"][r], times["row sum, across rows"][r]))
             times.setdefault("log", []).append(min(times["log, float64"][r], times["log, float32 (no division)"][r]))
+            times.setdefault("log, checked", []).append(times["log, float32, checked"][r])
+            times.setdefault("row max", []).append(min(times["row max, row by row"][r], times["row max, across rows"][r]))
             times.setdefault("log per row", []).append(times["log"][r] / c)
             times.setdefault("result", []).append(times["result (in memory)"][r])
         print(f"\n### One pass each, data in L1 ({nch * reps * _BLOCK:,} values, C = {c}, "
@@ -177,8 +206,9 @@ def main(argv=None):
     print("\nPasses: flat float32 loops (8 lanes here) for the per-value math; a row sum is the "
           "faster of its two layouts, a log the faster of float64 and float32, in each round. "
           "'result' allocates and writes N float32 losses and N int8 statuses (in memory: every "
-          "call returns a fresh array, as PyTorch's do). A kernel also validates every value and "
-          "moves its data from memory: not counted, so the bound is optimistic.")
+          "call returns a fresh array, as PyTorch's do). 'checked': the pass with each prediction's "
+          "validity check fused into the same loop. Not counted: the targets' checks and moving the "
+          "data from memory, so the bound is optimistic.")
     print(f"\nMachine: {bench.machine()}.")
 
 
