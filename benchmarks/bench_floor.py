@@ -66,7 +66,8 @@ def _pass(block, out, reps, which):
                     bad |= (x != x) | (x == _F32(np.inf))
                     O[k] = fm.exp32(x)
                 O[0] += _F32(bad)
-            elif which == 6:  # log(1 + e^-|x|), logits checked
+            elif which == 6:  # log(1 + e^-|x|), logits checked (its own loop: as one loop with a
+                # select, LLVM computed both functions)
                 bad = False
                 for k in range(V.shape[0]):
                     x = V[k]
