@@ -219,3 +219,29 @@ def test_wide_logit_rows_check_every_lane(pos):
     out, st = xn.score("cce", x, y, from_logits=True, on_invalid="nan")
     assert list(st) == [losses.OK] * 3
     ref.assert_close(out, ref.cce(list(x), list(y), from_logits=True, dtype=np.float32), np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cce_probability_blocks_flag_rows_anywhere_in_their_1024(dtype):
+    """CCE from probabilities + index labels scores dense rows in blocks of 1,024
+    (``cpu_blocks._GATHER_BLOCK``): invalid rows at either edge of a block and inside it
+    (a NaN, a value above 1, labels out of range, the ignored label) get NaN and their status,
+    and every other row keeps its reference value."""
+    rng = np.random.default_rng(4)
+    n, c = 3000, 5
+    p = rng.dirichlet(np.ones(c), n).astype(dtype)
+    y = rng.integers(0, c, n)
+    p[0, 1] = np.nan
+    p[1023, 0] = 1.5
+    y[1024] = c
+    y[700] = -1
+    y[2999] = 3
+    y[1500] = -100
+    out, status = xn.score("cce", p, y, on_invalid="nan", ignore_index=-100)
+    bad = {0: losses.PRED_NONFINITE, 1023: losses.PRED_RANGE, 1024: losses.LABEL_RANGE,
+           700: losses.LABEL_RANGE, 1500: losses.IGNORED}
+    ok = np.array([i for i in range(n) if i not in bad])
+    ref.assert_close(out[ok], ref.cce(p[ok], y[ok], dtype=dtype), dtype)
+    for i, s in bad.items():
+        assert status[i] == s and np.isnan(out[i]), (i, status[i])
+    assert (status[ok] == losses.OK).all()

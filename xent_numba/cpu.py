@@ -78,7 +78,8 @@ def _run(pred, target, prm, w, pw, out, status):
                 tv, to, tc = _flat(target)
                 _fast_dense(pv, po, pc, tv, to, tc, prm, out, status)
             return
-        blk = _rows_per_block(n, pc < 0)
+        gather = isinstance(target, np.ndarray) and not prm.bce and not prm.from_logits
+        blk = _rows_per_block(n, pc < 0, gather)
         scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0, blk=blk)
         if isinstance(target, np.ndarray):
             _narrow_index(pv, po, pc, target, prm, out, status, scr, blk)

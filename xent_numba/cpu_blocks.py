@@ -63,6 +63,7 @@ _BLOCK = 256
 _NARROW = 64  # classes per row up to which rows are scored in blocks, in every mode (measured:
 # CCE from logits at 2M-10M rows, float32, blocks against the row functions: C = 32 0.49x,
 # C = 48 0.52x, C = 64 0.78x the time; at C = 128 even)
+_GATHER_BLOCK = 4 * _BLOCK  # rows per block of CCE from probabilities + index labels (_rows_per_block)
 _NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M and the shifts in the input's dtype
 
 
@@ -541,7 +542,8 @@ def _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1):
 
 @njit(**_jit)
 def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
-    """Score rows ``r0:r1`` (at most ``_BLOCK``) against index labels, vectorised across them."""
+    """Score rows ``r0:r1`` (at most ``_BLOCK``; ``_GATHER_BLOCK`` for CCE from probabilities)
+    against index labels, vectorised across them."""
     a0, a1 = _block_span(po, pc, r0, r1)
     ne = a1 - a0
     cap = scr.shape[0] - _NROW
@@ -566,7 +568,7 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
                 status[i] = _row_pred_status(pv, a, n, prm.from_logits)
     if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
         O = out[r0:r1]
-        S = scr.view(pv.dtype)[cap : cap + _BLOCK]  # p_y in the input's precision (its bits)
+        S = scr.view(pv.dtype)[: r1 - r0]  # p_y in the input's precision (its bits); up to _GATHER_BLOCK
         last = pv.shape[0] - 1  # >= 0: a scored row has a value
         one = pv.dtype.type(1.0)
         for j in range(r1 - r0):  # branch-free (a clamped index for unscored rows): vectorises
@@ -826,11 +828,13 @@ def _chunks(n_blocks):
     return max(1, min(n_blocks, 4 * numba.get_num_threads()))
 
 
-def _rows_per_block(n_rows, ragged):
+def _rows_per_block(n_rows, ragged, gather=False):
     """``_BLOCK``, or fewer rows per block for a short ragged batch, so that every thread gets
-    blocks when its rows are wide (the blocks' boundaries never change a row's loss)."""
+    blocks when its rows are wide (the blocks' boundaries never change a row's loss);
+    ``_GATHER_BLOCK`` for dense rows whose only per-row work is a gather and a log (CCE from
+    probabilities + index labels: no per-row scratch but the gathered ``p_y``)."""
     if not ragged:
-        return _BLOCK
+        return _GATHER_BLOCK if gather else _BLOCK
     return max(1, min(_BLOCK, -(-n_rows // (4 * numba.get_num_threads()))))
 
 
@@ -846,7 +850,7 @@ def _scratch(n_rows, n_values, ragged=False, blk=_BLOCK):
 
 @njit(**_pjit)
 def _narrow_index(pv, po, pc, y, prm, out, status, scr, blk=_BLOCK):
-    """Blocks of ``blk`` (<= ``_BLOCK``) rows against index labels (see ``_block_index``)."""
+    """Blocks of ``blk`` rows against index labels (see ``_block_index``; ``_rows_per_block``)."""
     n = y.shape[0]
     nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
