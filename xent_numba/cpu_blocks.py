@@ -1,39 +1,47 @@
 """CPU narrow-row kernels: blocks of rows scored as one flat run of values (the speed
-machinery for few classes per row; the formulas themselves are in ``cpu_rows.py``).
+machinery for few classes per row). This module decides which pieces of
+``cpu_block_terms.py`` a block runs, cuts ragged batches into runs, sizes the scratch and
+runs the blocks in parallel; the row formulas themselves are in ``cpu_rows.py``.
 
-Every kernel writes one loss and one status per row, with the numbers of the row
-functions; for float32 inputs the BCE-from-logits terms are computed in float32 (kept in a
-float32 view of the scratch) and summed per row in float64.
+Every kernel writes one loss and one status per row, with the numbers of the row functions.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit, prange
 
-from . import _fastmath as fm
+from .cpu_block_terms import (
+    _bce_hard_terms,
+    _bce_rows,
+    _exp_classes,
+    _exp_rest,
+    _finish_rows,
+    _flat_pred_ok,
+    _flat_target_flags,
+    _logit_terms,
+    _neglog_rows,
+    _pair_dense,
+    _pair_rest,
+    _row_pred_status,
+    _row_shift,
+    _rsum,
+    _shift_classes,
+    _shift_rows,
+    _u,
+)
 from .cpu_rows import (
-    _INF,
-    _NAN,
     _SUM_ATOL,
-    _bce_finish,
-    _bce_hard,
     _bce_soft,
     _bce_target_status,
     _cce_target_status,
-    _clip,
     _clog,
     _fast_dense_row,
     _fast_index_row,
     _ijit,
     _jit,
-    _logit_ok,
-    _max,
     _pjit,
-    _prob_status,
-    _softplus_term,
     _span,
 )
 from .losses import (
@@ -41,8 +49,6 @@ from .losses import (
     IGNORED,
     LABEL_RANGE,
     OK,
-    PRED_NONFINITE,
-    TARGET_MASKED,
     TARGET_SUM,
 )
 
@@ -52,9 +58,10 @@ from .losses import (
 # Instead a block of ``_BLOCK`` rows is scored as one flat run of values: the per-element
 # terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow (for a
 # dense (N, C) layout as C strided passes across the rows, which vectorise), and the last
-# per-row ``log`` runs vectorised across the rows. Value checks are one flat branch-free
-# pass per block, per row only when it fails. For float32 inputs the costly elementwise
-# terms (BCE from logits) are computed in float32 and summed in float64.
+# per-row ``log`` runs vectorised across the rows. CCE from logits copies a dense block
+# class-major first, so that all its passes run contiguously across the rows. Value checks
+# are one flat branch-free pass per block, per row only when it fails. For float32 inputs the
+# costly elementwise terms are computed in float32 and summed in float64.
 #
 # The scratch is allocated by the caller (``_scratch``): one row per chunk of blocks, and
 # the kernels allocate nothing.
@@ -65,13 +72,6 @@ _NARROW = 64  # classes per row up to which rows are scored in blocks, in every 
 # C = 48 0.52x, C = 64 0.78x the time; at C = 128 even)
 _GATHER_BLOCK = 4 * _BLOCK  # rows per block of CCE from probabilities + index labels (_rows_per_block)
 _NROW = 5 * _BLOCK  # per-row scratch: S, R, T, M and the shifts in the input's dtype
-
-
-@njit(**_ijit)
-def _u(i):
-    """An index as unsigned: Numba then skips the negative-index wraparound (which keeps
-    loops from vectorising). Only for indices known to be >= 0."""
-    return np.uint64(i)
 
 
 @njit(**_ijit)
@@ -99,436 +99,6 @@ def _block_span(po, pc, r0, r1):
     if pc >= 0:
         return r0 * pc, r1 * pc
     return po[r0], po[r1]
-
-
-@njit(**_jit)
-def _flat_pred_ok(v, a0, a1, from_logits):
-    """``(ok, masked)`` over ``v[a0:a1]`` in one vectorised pass: every value is a valid
-    prediction; some logit is ``-inf`` (a masked class: the rows then take the slower
-    finish that can flag ``TARGET_MASKED``)."""
-    bad = False
-    masked = False
-    V = v[a0:a1]  # a view indexed from 0: no negative-index wraparound, so the loop vectorises
-    if from_logits:  # NaN or +inf (-inf masks a class)
-        inf = V.dtype.type(_INF)
-        for k in range(V.shape[0]):
-            x = V[k]  # compared in its own dtype: all lanes
-            bad |= (x != x) | (x == inf)
-            masked |= x == -inf
-    else:
-        for k in range(V.shape[0]):
-            x = V[k]
-            bad |= (x < 0.0) | (x > 1.0) | (x != x)
-    return not bad, masked
-
-
-@njit(**_jit)
-def _row_pred_status(v, a, n, from_logits):
-    if from_logits:
-        ok = True
-        for c in range(a, a + n):
-            ok &= _logit_ok(float(v[c]))
-        return OK if ok else PRED_NONFINITE
-    return _prob_status(v, a, n)
-
-
-@njit(**_jit)
-def _rsum(X, shift, po, pc, r0, r1, S):
-    """``S_j = sum of X[a_i + shift : a_i + n_i + shift]`` for rows ``i = r0 + j``, added in
-    class order in both layouts (so a row's sum does not depend on its layout: ``cpu.run``
-    scores ragged rows of one length as dense ones).
-
-    Dense rows: C strided passes across the block (vectorised across rows)."""
-    nb = r1 - r0
-    if pc >= 0:
-        base = r0 * pc + shift
-        for j in range(nb):
-            S[j] = 0.0
-        for c in range(pc):
-            for j in range(nb):
-                S[j] += float(X[_u(base + j * pc + c)])
-        return
-    for i in range(r0, r1):  # in class order, kept (fm.add): the bits of the dense layout's sums
-        a, n = _span(po, pc, i)
-        s = 0.0
-        for c in range(a + shift, a + n + shift):
-            s = fm.add(s, float(X[_u(c)]))
-        S[i - r0] = s
-
-
-@njit(**_jit)
-def _rmax(v, po, pc, r0, r1, M):
-    """``M_j = max of row r0 + j`` (-inf for an empty row); dense rows: strided passes."""
-    nb = r1 - r0
-    for j in range(nb):
-        M[j] = -_INF
-    if pc >= 0:
-        base = r0 * pc
-        for c in range(pc):
-            for j in range(nb):
-                x = float(v[_u(base + j * pc + c)])
-                M[j] = x if x > M[j] else M[j]
-        return
-    for i in range(r0, r1):
-        a, n = _span(po, pc, i)
-        m = -_INF
-        for c in range(a, a + n):
-            x = float(v[_u(c)])
-            m = x if x > m else m
-        M[i - r0] = m
-
-
-@njit(**_ijit)
-def _row_shift(s, m):
-    """The ``m`` subtracted from a row's logits: its max for a scored row, 0 for a row whose
-    classes are all masked (every ``x - m`` is then ``-inf``), NaN for an invalid row (no
-    ``x - m`` is then 0, so ``_exp_rest`` counts the maxima of scored rows only)."""
-    if s != OK:
-        return _NAN
-    return m if m > -_INF else 0.0
-
-
-@njit(**_jit)
-def _shift_rows(v, po, pc, a0, r0, r1, status, M, X, D):
-    """Row maxima into ``M`` and, for each of the block's values, its row's shift ``m`` (from
-    ``_row_shift``; per row in ``D`` for dense rows) into ``X``, in the input's dtype (which
-    holds ``m`` exactly: a logit, 0 or NaN); returns how many rows have a max to leave out of
-    ``_exp_rest``'s sum. Dense rows: C strided passes across the rows (vectorised; a loop
-    over a row's few classes is not)."""
-    _rmax(v, po, pc, r0, r1, M)
-    expected = 0.0
-    if pc >= 0:
-        nb = r1 - r0
-        for j in range(nb):
-            m = _row_shift(status[r0 + j], M[j])
-            expected += 1.0 if m == M[j] else 0.0
-            D[j] = m
-        for c in range(pc):
-            for j in range(nb):
-                X[_u(j * pc + c)] = D[j]
-        return expected
-    for i in range(r0, r1):
-        a, n = _span(po, pc, i)
-        j = i - r0
-        m = _row_shift(status[i], M[j])
-        expected += 1.0 if m == M[j] else 0.0
-        for c in range(a, a + n):
-            X[_u(c - a0)] = m
-    return expected
-
-
-def _exp_sub(x, m):
-    """``e^(x - m)``, in the precision of ``x`` (see the overload)."""
-
-
-@overload(_exp_sub, inline="always", jit_options=_jit)
-def _exp_sub_impl(x, m):
-    """Float32 logits: ``_fastmath.exp32_sub`` (8 lanes, ``x - m`` taken exactly, within a
-    few float32 ulp); float64: ``_fastmath.exp`` of the float64 difference."""
-    if x == types.float32:
-        return lambda x, m: fm.exp32_sub(x, m)
-    return lambda x, m: fm.exp(x - m)
-
-
-@njit(**_jit)
-def _exp_rest(V, X, a0, po, pc, r0, r1, S, v, M, status, expected):
-    """From the block's logits ``V`` and their rows' shifts ``X`` (``_shift_rows``):
-    ``S_j = sum exp(x - m)`` over every class but one row max, i.e. the sum without one
-    ``e^0 = 1`` (which ``log1p`` adds back: see ``cpu_rows._lse``); ``X`` is overwritten with
-    the terms. One flat vectorised pass zeroes the maxima (``x = m``) and counts them; only a
-    block whose count differs from ``expected`` (one per scored row) has ties, and only there
-    are the other maxima added back row by row (a per-row arg max in the hot loop would cost
-    a dependent select per value)."""
-    zero, one = X.dtype.type(0.0), X.dtype.type(1.0)
-    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW), all lanes
-    for k in range(X.shape[0]):
-        x, m = V[k], X[k]
-        nz += one if x == m else zero
-        X[k] = _exp_sub(x, m) if x < m else zero
-    _rsum(X, -a0, po, pc, r0, r1, S)
-    if nz != expected:
-        _add_tied_maxima(v, po, pc, r0, r1, S, M, status)
-
-
-@njit(**_jit)
-def _add_tied_maxima(v, po, pc, r0, r1, S, M, status):
-    """A block with tied row maxima: each row's other maxima count ``e^0 = 1`` each in ``S``."""
-    for i in range(r0, r1):
-        j = i - r0
-        if (status[i] == OK) & (M[j] > -_INF):
-            a, n = _span(po, pc, i)
-            cnt = 0.0
-            for c in range(a, a + n):
-                cnt += 1.0 if float(v[c]) == M[j] else 0.0
-            S[j] += cnt - 1.0
-
-
-@njit(**_jit)
-def _shift_classes(v, a0, pc, r0, r1, status, X, M, Dx):
-    """Dense rows of ``pc`` logits: the block class-major, ``X[c nb + j] = x[r0 + j, c]`` (one
-    strided pass; every later pass runs contiguously across the rows), row maxima into ``M``
-    and the rows' shifts (``_row_shift``) into ``Dx``, in the input's dtype; returns how many
-    rows have a max to leave out of ``_exp_classes``'s sum."""
-    nb = r1 - r0
-    for c in range(pc):
-        for j in range(nb):
-            X[_u(c * nb + j)] = v[_u(a0 + j * pc + c)]
-    lo = X.dtype.type(-_INF)
-    for j in range(nb):  # the maxima in the input's dtype (all lanes), then M in float64
-        Dx[j] = lo
-    for c in range(pc):
-        Xc = X[c * nb : (c + 1) * nb]
-        for j in range(nb):
-            x = Xc[j]
-            Dx[j] = x if x > Dx[j] else Dx[j]
-    expected = 0.0
-    for j in range(nb):
-        M[j] = Dx[j]
-        m = _row_shift(status[r0 + j], M[j])
-        expected += 1.0 if m == M[j] else 0.0
-        Dx[j] = m
-    return expected
-
-
-@njit(**_jit)
-def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
-    """``_exp_rest`` on the class-major block of ``_shift_classes``: ``S_j = sum exp(x - m)``
-    over every class but one row max, summed per row in class order (the same operations,
-    so the same bits, as ``_shift_rows`` + ``_exp_rest`` on the rows)."""
-    nb = r1 - r0
-    zero, one = X.dtype.type(0.0), X.dtype.type(1.0)
-    nz = zero  # counted in the input's dtype (exact: at most _BLOCK * _NARROW), all lanes
-    for c in range(pc):
-        Xc = X[c * nb : (c + 1) * nb]
-        for j in range(nb):
-            x, m = Xc[j], Dx[j]
-            nz += one if x == m else zero
-            Xc[j] = _exp_sub(x, m) if x < m else zero
-    for j in range(nb):
-        S[j] = 0.0
-    for c in range(pc):
-        Xc = X[c * nb : (c + 1) * nb]
-        for j in range(nb):
-            S[j] += float(Xc[j])
-    if nz != expected:
-        _add_tied_maxima(v, _NO_PO, pc, r0, r1, S, M, status)
-
-
-_NO_PO = np.zeros(1, dtype=np.int64)
-
-
-@njit(**_ijit)
-def _pair_exp(lo, sh):
-    """``e^(lo - sh)`` in ``lo``'s precision (``_exp_sub``, as ``_exp_rest``) for ``lo`` below
-    the row's shift ``sh`` (in the same dtype: it holds a logit, 0 or NaN exactly), 1 at it (a
-    tie), else 0 (both classes masked, or an invalid row's NaN shift); as float64."""
-    return float(_exp_sub(lo, sh)) if lo < sh else (1.0 if lo == sh else 0.0)
-
-
-@njit(**_jit)
-def _pair_rest(v, y, status, r0, r1, S, R, T):
-    """CCE from logits, dense rows of two classes: ``R = m - x_y`` and ``S = e^(lo - m)``
-    (``lo`` the other logit; 1 for a tie, 0 when both are masked), in one pass across the
-    rows. The same operations on the same values as ``_shift_rows`` + ``_exp_rest``, so the
-    same bits, without their passes over the classes (which cost more than the values at C = 2)."""
-    for i in range(r0, r1):
-        j = i - r0
-        s = status[i]
-        v0, v1 = v[_u(2 * i)], v[_u(2 * i + 1)]
-        x0, x1 = float(v0), float(v1)
-        m = x0 if x0 > x1 else x1
-        lo = v1 if x0 > x1 else v0
-        sh = _row_shift(s, m)
-        xy = x1 if y[i] == 1 else x0
-        R[j] = sh - xy if s == OK else 0.0
-        S[j] = _pair_exp(lo, v.dtype.type(sh))
-        T[j] = 1.0
-
-
-@njit(**_jit)
-def _pair_dense(V, Tb, status, r0, r1, S, R):
-    """CCE from logits against dense targets, rows of two classes (``V``, ``Tb``: the block's
-    values from 0): ``R = -sum_c t_c (x_c - m)`` (terms with ``t_c = 0`` left out) and ``S`` as
-    in ``_pair_rest``; the same operations as ``_shift_rows`` + ``_rsum`` + ``_exp_rest``."""
-    for j in range(r1 - r0):
-        s = status[r0 + j]
-        v0, v1 = V[_u(2 * j)], V[_u(2 * j + 1)]
-        x0, x1 = float(v0), float(v1)
-        t0 = float(Tb[_u(2 * j)])
-        t1 = float(Tb[_u(2 * j + 1)])
-        m = x0 if x0 > x1 else x1
-        lo = v1 if x0 > x1 else v0
-        sh = _row_shift(s, m)
-        r = 0.0
-        r += t0 * (x0 - sh) if t0 != 0.0 else 0.0
-        r += t1 * (x1 - sh) if t1 != 0.0 else 0.0
-        R[j] = -r
-        S[j] = _pair_exp(lo, V.dtype.type(sh))
-
-
-@njit(**_jit)
-def _finish_rows(out, status, r0, r1, S, R, T, prm, log_s, masked):
-    """``out_i = (R_i + T_i log1p(S_i)) * scale`` (or ``S_i`` without the log) for OK rows,
-    inf for a masked true class (only where the block has a ``-inf`` logit), else NaN."""
-    if masked:
-        for i in range(r0, r1):
-            j = i - r0
-            v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
-            _put(out, status, i, v * prm.scale, log_s)
-        return
-    O, St = out[r0:r1], status[r0:r1]  # views indexed from 0: no wraparound, the loop vectorises
-    for j in range(r1 - r0):
-        v = fm.add(R[j], T[j] * fm.log1p(S[j])) if log_s else S[j]
-        O[j] = v * prm.scale if St[j] == OK else _NAN
-
-
-@njit(**_ijit)
-def _put(out, status, i, v, logits):
-    """Write row ``i``: ``v`` when OK; from logits an infinite ``v`` is a masked true class."""
-    s = status[i]
-    masked = logits & (s == OK) & (v == _INF)
-    s = TARGET_MASKED if masked else s
-    status[i] = s  # stored unconditionally, so the loop around stays branch-free (vectorised)
-    out[i] = v if s == OK else (_INF if s == TARGET_MASKED else _NAN)
-
-
-@njit(**_jit)
-def _bce_rows(out, status, po, pc, r0, r1, S, prm, masked):
-    if masked:
-        for i in range(r0, r1):
-            _, n = _span(po, pc, i)
-            _put(out, status, i, _bce_finish(S[i - r0], n, prm), prm.from_logits)
-        return
-    O, St = out[r0:r1], status[r0:r1]  # views indexed from 0: no wraparound, the loop vectorises
-    for j in range(r1 - r0):
-        _, n = _span(po, pc, r0 + j)
-        v = _bce_finish(S[j], n, prm)
-        O[j] = v if St[j] == OK else _NAN
-
-
-_ZERO32, _ONE32 = np.float32(0.0), np.float32(1.0)
-
-
-@njit(**_ijit)
-def _softplus32(x, t):
-    """``_softplus_term`` in float32, for a float32 logit and target (``_logit_terms``); a
-    ``-inf`` logit (masked) gives 0, or inf where ``t > 0``, as in float64."""
-    lin = (t * _max(-x, _ZERO32) if t != _ZERO32 else _ZERO32) + (
-        (_ONE32 - t) * _max(x, _ZERO32) if t != _ONE32 else _ZERO32)
-    return lin + fm.log1pexp32(x)
-
-
-def _logit_terms(V, T, E):
-    """``E_k =`` BCE term of logit ``V_k`` against target ``T_k``; see the overload."""
-
-
-@overload(_logit_terms, jit_options=_jit)
-def _logit_terms_impl(V, T, E):
-    """``_softplus_term`` in the input's precision: for float32 logits and targets that float32
-    holds exactly (float32, 0/1 bytes) every operation is float32 (8 lanes where float64 has
-    4; the block kernels keep these terms in a float32 view of the scratch and sum each row in
-    float64). Each term is >= 0 and within a few float32 ulp. Float64 targets keep the linear
-    part in float64 (a target of 1 - 1e-10 must not round to 1) and round the term once.
-    (The loop is inside each implementation: an overload per element would not be inlined,
-    and a call per element runs 7x slower.)"""
-    tt = T.dtype
-    if V.dtype == types.float32 and tt in (types.float32, types.uint8):
-
-        def terms32(V, T, E):
-            for k in range(V.shape[0]):
-                E[k] = _softplus32(V[k], np.float32(T[k]))
-
-        return terms32
-    if V.dtype == types.float32:
-
-        def terms32_t64(V, T, E):
-            for k in range(V.shape[0]):
-                E[k] = np.float32(_softplus_term(V[k], float(T[k])))
-
-        return terms32_t64
-
-    def terms64(V, T, E):
-        for k in range(V.shape[0]):
-            E[k] = _softplus_term(V[k], float(T[k]))
-
-    return terms64
-
-
-_TINY32 = float(np.finfo(np.float32).tiny)
-
-
-@njit(**_ijit)
-def _clip32_exact(prm):
-    """float32 holds the clip bounds exactly, and a clipped ``p`` and ``1 - p`` are normal
-    (``eps`` "auto", "keras"): clipping in float32 is the same clip, and ``log32`` applies.
-    Decided per call (its options), never per row."""
-    lo, hi = prm.lo, prm.hi
-    exact = (float(np.float32(lo)) == lo) & (float(np.float32(hi)) == hi)
-    return exact & (lo >= _TINY32) & (1.0 - hi >= _TINY32) & (prm.logmin == -_INF)
-
-
-@njit(**_jit)
-def _neglog_rows64(S, St, O, nb, prm):
-    for j in range(nb):
-        v = -_clog(S[j], prm.lo, prm.hi, prm.logmin) * prm.scale
-        O[j] = v if St[j] == OK else _NAN
-
-
-def _neglog_rows(S, St, O, nb, prm, pv):
-    """``O_j = -log(clip(S_j)) * scale`` for OK rows, NaN for the others (see the overload)."""
-
-
-@overload(_neglog_rows, inline="always", jit_options=_jit)
-def _neglog_rows_impl(S, St, O, nb, prm, pv):
-    """For float32 predictions whose clip bounds float32 holds exactly, with the lower one
-    normal (``eps="auto"``, ``"keras"``): the clip in float32 is the same clip, and the ``log``
-    is ``_fastmath.log32`` (within 1 float32 ulp, 2.4x faster). Otherwise the float64 ``log``.
-    Which one runs depends on the call's options only, never on the rows."""
-    if pv.dtype != types.float32:
-        return lambda S, St, O, nb, prm, pv: _neglog_rows64(S, St, O, nb, prm)
-
-    def maybe_log32(S, St, O, nb, prm, pv):
-        if not _clip32_exact(prm):  # (which also means no floor on the log: logmin = -inf)
-            _neglog_rows64(S, St, O, nb, prm)
-            return
-        lo, hi = np.float32(prm.lo), np.float32(prm.hi)
-        for j in range(nb):
-            p = _clip(np.float32(S[j]), lo, hi)  # exact: S holds float32 values
-            v = -float(fm.log32(p)) * prm.scale
-            O[j] = v if St[j] == OK else _NAN
-
-    return maybe_log32
-
-
-@njit(**_jit)
-def _bce_hard_terms64(V, T, E, prm):
-    for k in range(V.shape[0]):
-        E[k] = _bce_hard(float(V[k]), T[k] != 0, prm.lo, prm.hi, prm.logmin)
-
-
-def _bce_hard_terms(V, T, E, prm):
-    """``E_k = -log p_k`` if ``T_k`` else ``-log(1 - p_k)``, clipped (BCE from probabilities
-    against 0/1 targets); see the overload."""
-
-
-@overload(_bce_hard_terms, jit_options=_jit)
-def _bce_hard_terms_impl(V, T, E, prm):
-    """Float32 probabilities whose clip is exact in float32 (``_clip32_exact``): float32 terms
-    with ``log_or_log1m32`` (8 lanes, no division), kept in the float32 view of the scratch;
-    otherwise ``_bce_hard`` in float64 (rounded once to ``E``'s dtype). The loop is inside."""
-
-    if V.dtype != types.float32:
-        return lambda V, T, E, prm: _bce_hard_terms64(V, T, E, prm)
-
-    def terms(V, T, E, prm):
-        if not _clip32_exact(prm):
-            _bce_hard_terms64(V, T, E, prm)
-            return
-        lo, hi = np.float32(prm.lo), np.float32(prm.hi)
-        for k in range(V.shape[0]):
-            E[k] = -fm.log_or_log1m32(_clip(V[k], lo, hi), T[k] != 0)
-
-    return terms
 
 
 @njit(**_jit)
@@ -637,24 +207,6 @@ def _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
         v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
         out[i] = v
         status[i] = s
-
-
-@njit(**_jit)
-def _flat_target_flags(tv, b0, b1, bce):
-    """``(bad, hard)`` over ``tv[b0:b1]``: some value invalid; every value 0 or 1."""
-    bad = False
-    hard = True
-    T = tv[b0:b1]
-    if bce:
-        for k in range(T.shape[0]):
-            t = T[k]
-            bad |= (t < 0.0) | (t > 1.0) | (t != t)
-            hard &= (t == 0.0) | (t == 1.0)
-    else:
-        for k in range(T.shape[0]):
-            t = float(T[k])
-            bad |= not ((t >= 0.0) & (t < _INF))
-    return bad, hard
 
 
 @njit(**_jit)
