@@ -8,9 +8,9 @@ reads. A kernel cannot beat its own instructions either: this script times the p
 every loss mode needs at the least, each on its own, on a block of values that stays in the
 L1 cache (so memory costs nothing here), written the way Numba vectorises best (flat
 float32 loops for the per-value math with each value's check fused in, the faster layout for
-per-row reductions), and sums the passes a mode cannot avoid. When that sum, on cached data, is more than 2.5x the floor
-on data in memory, 2.5x the floor is out of reach on this machine whatever the kernel's
-layout. Ratios are medians over interleaved rounds (the shared machine's speed drifts).
+per-row reductions), and sums the passes a mode cannot avoid. When that sum, on cached data,
+is more than 2.5x the floor on data in memory, 2.5x the floor is out of reach on this machine
+whatever the kernel's layout. Ratios are medians over interleaved rounds (the shared machine's speed drifts).
 """
 
 from __future__ import annotations

@@ -72,6 +72,15 @@ def _row_pred_status(v, a, n, from_logits):
 
 
 @njit(**_jit)
+def _pred_statuses(v, po, pc, status, r0, r1, from_logits):
+    """A block whose flat check failed: each OK row's prediction status."""
+    for i in range(r0, r1):
+        if status[i] == OK:
+            a, n = _span(po, pc, i)
+            status[i] = _row_pred_status(v, a, n, from_logits)
+
+
+@njit(**_jit)
 def _rsum(X, shift, po, pc, r0, r1, S):
     """``S_j = sum of X[a_i + shift : a_i + n_i + shift]`` for rows ``i = r0 + j``, added in
     class order in both layouts (so a row's sum does not depend on its layout: ``cpu.run``
@@ -96,20 +105,10 @@ def _rsum(X, shift, po, pc, r0, r1, S):
 
 
 @njit(**_jit)
-def _rmax(v, po, pc, r0, r1, M):
-    """``M_j = max of row r0 + j`` (-inf for an empty row); dense rows: strided passes."""
-    nb = r1 - r0
-    for j in range(nb):
-        M[j] = -_INF
-    if pc >= 0:
-        base = r0 * pc
-        for c in range(pc):
-            for j in range(nb):
-                x = float(v[_u(base + j * pc + c)])
-                M[j] = x if x > M[j] else M[j]
-        return
+def _rmax(v, po, r0, r1, M):
+    """``M_j = max of ragged row r0 + j`` (-inf for an empty row)."""
     for i in range(r0, r1):
-        a, n = _span(po, pc, i)
+        a, n = _span(po, -1, i)
         m = -_INF
         for c in range(a, a + n):
             x = float(v[_u(c)])
@@ -128,26 +127,15 @@ def _row_shift(s, m):
 
 
 @njit(**_jit)
-def _shift_rows(v, po, pc, a0, r0, r1, status, M, X, D):
-    """Row maxima into ``M`` and, for each of the block's values, its row's shift ``m`` (from
-    ``_row_shift``; per row in ``D`` for dense rows) into ``X``, in the input's dtype (which
-    holds ``m`` exactly: a logit, 0 or NaN); returns how many rows have a max to leave out of
-    ``_exp_rest``'s sum. Dense rows: C strided passes across the rows (vectorised; a loop
-    over a row's few classes is not)."""
-    _rmax(v, po, pc, r0, r1, M)
+def _shift_rows(v, po, a0, r0, r1, status, M, X):
+    """Ragged rows: row maxima into ``M`` and, for each of the block's values, its row's shift
+    ``m`` (from ``_row_shift``) into ``X``, in the input's dtype (which holds ``m`` exactly: a
+    logit, 0 or NaN); returns how many rows have a max to leave out of ``_exp_rest``'s sum.
+    (Dense rows take the class-major ``_shift_classes``.)"""
+    _rmax(v, po, r0, r1, M)
     expected = 0.0
-    if pc >= 0:
-        nb = r1 - r0
-        for j in range(nb):
-            m = _row_shift(status[r0 + j], M[j])
-            expected += 1.0 if m == M[j] else 0.0
-            D[j] = m
-        for c in range(pc):
-            for j in range(nb):
-                X[_u(j * pc + c)] = D[j]
-        return expected
     for i in range(r0, r1):
-        a, n = _span(po, pc, i)
+        a, n = _span(po, -1, i)
         j = i - r0
         m = _row_shift(status[i], M[j])
         expected += 1.0 if m == M[j] else 0.0
@@ -230,6 +218,30 @@ def _shift_classes(v, a0, pc, r0, r1, status, X, M, Dx):
 
 
 @njit(**_jit)
+def _neg_dot_classes(Tb, pc, nb, X, Dx, Tt, R):
+    """``R_j = -sum_c t_c (x_c - m_j)`` (terms with ``t_c = 0`` left out) for the class-major
+    block ``X`` and shifts ``Dx`` of ``_shift_classes``, in float64 and in class order (the
+    bits of the ragged rows' ``_rsum`` of the products); the targets ``Tb`` (row-major) are
+    copied class-major into ``Tt`` first (one strided pass). ``np.float64``, not ``float()``:
+    Numba's ``float()`` of a float32 stays float32, and ``x - m`` would round."""
+    for c in range(pc):
+        for j in range(nb):
+            Tt[_u(c * nb + j)] = Tb[_u(j * pc + c)]
+    for j in range(nb):
+        R[j] = 0.0
+    for c in range(pc):
+        Xc, Tc = X[c * nb : (c + 1) * nb], Tt[c * nb : (c + 1) * nb]
+        for j in range(nb):
+            tk = np.float64(Tc[j])
+            R[j] += tk * (np.float64(Xc[j]) - np.float64(Dx[j])) if tk != 0.0 else 0.0
+    for j in range(nb):
+        R[j] = -R[j]
+
+
+_NO_PO = np.zeros(1, dtype=np.int64)  # the offsets argument of dense rows (unused)
+
+
+@njit(**_jit)
 def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
     """``_exp_rest`` on the class-major block of ``_shift_classes``: ``S_j = sum exp(x - m)``
     over every class but one row max, summed per row in class order (the same operations,
@@ -251,9 +263,6 @@ def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
             S[j] += float(Xc[j])
     if nz != expected:
         _add_tied_maxima(v, _NO_PO, pc, r0, r1, S, M, status)
-
-
-_NO_PO = np.zeros(1, dtype=np.int64)
 
 
 @njit(**_ijit)

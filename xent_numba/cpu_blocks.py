@@ -21,10 +21,11 @@ from .cpu_block_terms import (
     _flat_pred_ok,
     _flat_target_flags,
     _logit_terms,
+    _neg_dot_classes,
     _neglog_rows,
     _pair_dense,
     _pair_rest,
-    _row_pred_status,
+    _pred_statuses,
     _row_shift,
     _rsum,
     _shift_classes,
@@ -132,10 +133,7 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         s = EMPTY_ROW if n == 0 else s
         St[j] = s
     if not flat_ok:
-        for i in range(r0, r1):
-            if status[i] == OK:
-                a, n = _span(po, pc, i)
-                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+        _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
     if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
         O = out[r0:r1]
         S = scr.view(pv.dtype)[: r1 - r0]  # p_y in the input's precision (its bits); up to _GATHER_BLOCK
@@ -163,7 +161,7 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
             Dx = _row_scratch(scr, cap, 4, pv)
             expected = _shift_classes(pv, a0, pc, r0, r1, status, X, M, Dx)
         else:
-            expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, X, S)
+            expected = _shift_rows(pv, po, a0, r0, r1, status, M, X)
         for j in range(r1 - r0):
             a, _ = _span(po, pc, r0 + j)
             R[j] = _row_shift(St[j], M[j]) - float(pv[a + Y[j]]) if St[j] == OK else 0.0
@@ -252,10 +250,7 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
                 status[i] = s
     flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     if not flat_ok:
-        for i in range(r0, r1):
-            if status[i] == OK:
-                a, n = _span(po, pc, i)
-                status[i] = _row_pred_status(pv, a, n, prm.from_logits)
+        _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
     V = pv[a0:a1]
     Tb = tv[b0:b1]
     if prm.bce:
@@ -291,25 +286,13 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     if pc >= 0:  # class-major (see _shift_classes)
         Dx = _row_scratch(scr, cap, 4, pv)
         expected = _shift_classes(pv, a0, pc, r0, r1, status, X, M, Dx)
-        nb = r1 - r0
-        for j in range(nb):
-            R[j] = 0.0
-        Tt = scr.view(tv.dtype)[ne * (8 // tv.itemsize) : ne * (8 // tv.itemsize) + ne]
-        for c in range(pc):  # the targets class-major too (one strided pass)
-            for j in range(nb):
-                Tt[_u(c * nb + j)] = Tb[_u(j * pc + c)]
-        for c in range(pc):  # R_j = -sum_c t_c d_c, in class order (as _rsum of the products)
-            Xc, Tc = X[c * nb : (c + 1) * nb], Tt[c * nb : (c + 1) * nb]
-            for j in range(nb):  # (np.float64: Numba's float() of a float32 stays float32)
-                tk = np.float64(Tc[j])
-                R[j] += tk * (np.float64(Xc[j]) - np.float64(Dx[j])) if tk != 0.0 else 0.0
-        for j in range(nb):
-            R[j] = -R[j]
+        Tt = scr.view(tv.dtype)[ne * (8 // tv.itemsize) : ne * (8 // tv.itemsize) + ne]  # after X
+        _neg_dot_classes(Tb, pc, r1 - r0, X, Dx, Tt, R)
         _exp_classes(X, Dx, pc, r0, r1, S, pv, M, status, expected)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
     F = scr[ne : 2 * ne]  # the products t d, in float64 (d = x - m is exact there)
-    expected = _shift_rows(pv, po, pc, a0, r0, r1, status, M, X, S)
+    expected = _shift_rows(pv, po, a0, r0, r1, status, M, X)
     for k in range(ne):
         tk = np.float64(Tb[k])  # (np.float64: Numba's float() of a float32 stays float32)
         F[k] = tk * (np.float64(V[k]) - np.float64(X[k])) if tk != 0.0 else 0.0

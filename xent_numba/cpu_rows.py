@@ -534,7 +534,7 @@ def _softplus_term(x, t):
     """BCE from a logit ``x`` (in its input dtype): ``max(x, 0) - x t + log1p(exp(-|x|))``, as
     the parts >= 0 ``t max(-x, 0) + (1 - t) max(x, 0) + sp`` in float64 (zero-weight parts
     skipped: ``x = -inf`` is p = 0); ``sp`` in float32 for float32 logits (``_lpe``)."""
-    xf = float(x)
+    xf = np.float64(x)  # (Numba's float() of a float32 stays float32)
     lin = (t * _max(-xf, 0.0) if t != 0.0 else 0.0) + ((1.0 - t) * _max(xf, 0.0) if t != 1.0 else 0.0)
     return fm.add(lin, _lpe(x))
 
