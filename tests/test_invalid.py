@@ -221,25 +221,29 @@ def test_wide_logit_rows_check_every_lane(pos):
     ref.assert_close(out, ref.cce(list(x), list(y), from_logits=True, dtype=np.float32), np.float32)
 
 
+@pytest.mark.parametrize("c", [5, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cce_probability_blocks_flag_rows_anywhere_in_their_1024(dtype):
+def test_cce_probability_blocks_flag_rows_anywhere_in_their_1024(dtype, c):
     """CCE from probabilities + index labels scores dense rows in blocks of 1,024
-    (``cpu_blocks._GATHER_BLOCK``): invalid rows at either edge of a block and inside it
-    (a NaN, a value above 1, labels out of range, the ignored label) get NaN and their status,
+    (``cpu_blocks._GATHER_BLOCK``; at C = 2 the pick is a select, ``_pick_pairs``): invalid
+    rows at either edge of a block and inside it (a NaN, a value above 1 or below 0 in a class
+    that is not the label's, labels out of range, the ignored label) get NaN and their status,
     and every other row keeps its reference value."""
     rng = np.random.default_rng(4)
-    n, c = 3000, 5
+    n = 3000
     p = rng.dirichlet(np.ones(c), n).astype(dtype)
     y = rng.integers(0, c, n)
-    p[0, 1] = np.nan
-    p[1023, 0] = 1.5
+    p[0, 1], y[0] = np.nan, 0
+    p[1023, 0], y[1023] = 1.5, 1
+    p[2047, 0], y[2047] = -0.5, 1  # the only bad value of its block, in class 0
+    p[2998, 1], y[2998] = 2.0, 0  # the only bad value of its block, in class 1
     y[1024] = c
     y[700] = -1
-    y[2999] = 3
+    y[2999] = 1
     y[1500] = -100
     out, status = xn.score("cce", p, y, on_invalid="nan", ignore_index=-100)
-    bad = {0: losses.PRED_NONFINITE, 1023: losses.PRED_RANGE, 1024: losses.LABEL_RANGE,
-           700: losses.LABEL_RANGE, 1500: losses.IGNORED}
+    bad = {0: losses.PRED_NONFINITE, 1023: losses.PRED_RANGE, 2047: losses.PRED_RANGE, 2998: losses.PRED_RANGE,
+           1024: losses.LABEL_RANGE, 700: losses.LABEL_RANGE, 1500: losses.IGNORED}
     ok = np.array([i for i in range(n) if i not in bad])
     ref.assert_close(out[ok], ref.cce(p[ok], y[ok], dtype=dtype), dtype)
     for i, s in bad.items():

@@ -30,7 +30,7 @@ from .cpu_rows import (
     _softplus_term,
     _span,
 )
-from .losses import OK, PRED_NONFINITE, TARGET_MASKED
+from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, TARGET_MASKED
 
 
 @njit(**_ijit)
@@ -291,6 +291,27 @@ def _pair_rest(v, y, status, r0, r1, S, R, T):
         R[j] = sh - xy if s == OK else 0.0
         S[j] = _pair_exp(lo, v.dtype.type(sh))
         T[j] = 1.0
+
+
+@njit(**_jit)
+def _pick_pairs(v, y, status, r0, r1, S, ign, ignore_index):
+    """CCE from probabilities, dense rows of two classes against index labels, in one pass
+    across the rows: each row's label status, ``S_j = p_y`` (its bits; the other class for an
+    invalid label, which the finish turns to NaN) and whether every value is a probability
+    (as ``_flat_pred_ok``). Two classes make the gather a select between the row's two values
+    (contiguous loads: no vector gather, which costs more than the row)."""
+    bad = False
+    V, Y, St = v[2 * r0 : 2 * r1], y[r0:r1], status[r0:r1]  # indexed from 0: the loop vectorises
+    for j in range(r1 - r0):
+        x0, x1 = V[_u(2 * j)], V[_u(2 * j + 1)]
+        bad |= (x0 < 0.0) | (x0 > 1.0) | (x0 != x0) | (x1 < 0.0) | (x1 > 1.0) | (x1 != x1)
+        yi = Y[j]
+        s = OK
+        s = LABEL_RANGE if (yi < 0) | (yi >= 2) else s
+        s = IGNORED if ign & (yi == ignore_index) else s
+        St[j] = s
+        S[j] = x1 if yi == 1 else x0
+    return not bad
 
 
 @njit(**_jit)

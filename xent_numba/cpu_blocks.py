@@ -25,6 +25,7 @@ from .cpu_block_terms import (
     _neglog_rows,
     _pair_dense,
     _pair_rest,
+    _pick_pairs,
     _pred_statuses,
     _row_shift,
     _rsum,
@@ -121,9 +122,15 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     if ne > cap:  # wider rows than the scratch holds
         _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
         return
-    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     ign = prm.has_ignore and not prm.bce
     Y, St = y[r0:r1], status[r0:r1]  # views indexed from 0: no wraparound, the loops vectorise
+    if not prm.bce and not prm.from_logits and pc == 2:  # -log p_y, two classes: checks and pick in one pass
+        S = scr.view(pv.dtype)[: r1 - r0]
+        if not _pick_pairs(pv, y, status, r0, r1, S, ign, prm.ignore_index):
+            _pred_statuses(pv, po, pc, status, r0, r1, False)
+        _neglog_rows(S, St, out[r0:r1], r1 - r0, prm, pv)
+        return
+    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     for j in range(r1 - r0):  # branch-free row checks
         _, n = _span(po, pc, r0 + j)
         yi = Y[j]
