@@ -461,6 +461,12 @@ def _neglog_rows_impl(S, St, O, nb, prm, pv):
             _neglog_rows64(S, St, O, nb, prm)
             return
         lo, hi = np.float32(prm.lo), np.float32(prm.hi)
+        if prm.scale == 1.0:  # natural log: the float32 log is the loss (no widening to float64: all 8 lanes)
+            nan = np.float32(_NAN)
+            for j in range(nb):
+                v = -fm.log32(_clip(np.float32(S[j]), lo, hi))
+                O[j] = v if St[j] == OK else nan
+            return
         for j in range(nb):
             p = _clip(np.float32(S[j]), lo, hi)  # exact: S holds float32 values
             v = -float(fm.log32(p)) * prm.scale

@@ -112,18 +112,21 @@ def score_batch(
             out, status = api.score(loss, pred, label, on_invalid=on_invalid, **opts.kernel_kwargs(loss))
         except InvalidInputError as e:
             raise relocate(e, cols, row_offset) from None
-        bad, ignored = status > losses.IGNORED, status == losses.IGNORED
-        bad_any = bad if bad_any is None else bad_any | bad
-        ignored_any = ignored if ignored_any is None else ignored_any | ignored
-        null = status != losses.OK
+        null = None
+        if status.size and status.max() != losses.OK:  # one pass; the masks only when a row is not OK
+            bad, ignored = status > losses.IGNORED, status == losses.IGNORED
+            bad_any = bad if bad_any is None else bad_any | bad
+            ignored_any = ignored if ignored_any is None else ignored_any | ignored
+            null = status != losses.OK
         arrays.append(arrow.from_numpy(out, null))
         names.append(loss)
         if summary is not None:
             summary.add_losses(loss, out, class_labels(label) if loss == "cce" else None)
     if summary is not None:
         summary.rows += len(batch)
-        summary.invalid += int(np.count_nonzero(bad_any))
-        summary.ignored += int(np.count_nonzero(ignored_any & ~bad_any)) if ignored_any.any() else 0
+        if bad_any is not None:
+            summary.invalid += int(np.count_nonzero(bad_any))
+            summary.ignored += int(np.count_nonzero(ignored_any & ~bad_any)) if ignored_any.any() else 0
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 

@@ -125,9 +125,9 @@ def describe(status: int, i: int, pred, target, prm) -> tuple[str, str]:
 
 def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0) -> None:
     """Raise ``InvalidInputError`` for the first row whose status is an error (not IGNORED)."""
-    bad = status > losses.IGNORED
-    if not bad.any():
+    if not status.size or status.max() <= losses.IGNORED:  # codes are >= 0: one pass, no temporary
         return
+    bad = status > losses.IGNORED
     i = int(np.argmax(bad))
     s = int(status[i])
     if s == losses.NULL_ROW:
