@@ -249,3 +249,24 @@ def test_cce_probability_blocks_flag_rows_anywhere_in_their_1024(dtype, c):
     for i, s in bad.items():
         assert status[i] == s and np.isnan(out[i]), (i, status[i])
     assert (status[ok] == losses.OK).all()
+
+
+@pytest.mark.parametrize("c", [2, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_negative_zero_is_a_valid_probability(dtype, c):
+    """The narrow kernels' fast check reads ``[+0, 1]`` from the values' bits, where ``-0.0``
+    is out (its sign bit): such a block takes the exact check, and ``-0.0`` scores as ``0``
+    (CCE and BCE, index and dense targets), with the neighbours of its row untouched."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    p = rng.dirichlet(np.ones(c), n).astype(dtype)
+    p[1500, 0] = 0.0
+    y = rng.integers(0, c, n)
+    p_neg = p.copy()
+    p_neg[1500, 0] = -0.0
+    onehot = np.eye(c, dtype=dtype)[y]
+    for loss, target in (("cce", y), ("cce", onehot), ("bce", onehot)):
+        want, want_st = xn.score(loss, p, target)
+        got, got_st = xn.score(loss, p_neg, target)
+        assert (got_st == losses.OK).all() and (want_st == losses.OK).all()
+        np.testing.assert_array_equal(got, want)
