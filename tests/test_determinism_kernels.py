@@ -1,11 +1,12 @@
 """A row's loss does not depend on which rows share its call, block or thread (issue 14).
 
 Every CPU fast mode (CCE/BCE x probabilities/logits x index/dense targets, no options)
-scores N rows at once, then in slices of 1, 7, 255, 256 and 257 rows, then with one Numba
-thread; the losses must be bit-identical (NaN where NaN). The narrow (block) kernels work
-on blocks of ``cpu_blocks._BLOCK`` rows, so the slices put each row in blocks with other
-neighbours, at other offsets; the ragged layouts mix short rows with rows wider than
-``cpu_blocks._NARROW``, so that some slices average under the block threshold and others over it
+scores N rows at once, then in slices of 1, 7, 255-257 and 1,023-1,025 rows, then with one
+Numba thread; the losses must be bit-identical (NaN where NaN). The narrow (block) kernels
+work on blocks of ``cpu_blocks._BLOCK`` rows (up to ``_MAX_ROWS`` for dense rows of a few
+classes), so the slices put each row in blocks with other neighbours, at other offsets; the
+ragged layouts mix short rows with rows wider than ``cpu_blocks._NARROW``, so that some
+slices average under the block threshold and others over it
 (the same row then goes through the block kernels in one call and the per-row kernels in
 another). Values are checked against the NumPy reference too, so that "equal" is not
 "equally wrong".
@@ -22,8 +23,8 @@ import xent_numba as xn
 from tests import reference as ref
 from xent_numba import cpu_blocks
 
-N = 700
-SLICES = (1, 7, 255, 256, 257)
+N = 2100  # over two blocks of cpu_blocks._MAX_ROWS (1,024 rows: dense rows of two classes)
+SLICES = (1, 7, 255, 256, 257, 1023, 1024, 1025)
 MODES = ("cce_prob_index", "cce_logit_index", "cce_logit_onehot", "cce_prob_onehot",
          "bce_prob_multihot", "bce_logit_multihot", "bce_logit_index")
 

@@ -225,7 +225,7 @@ def test_wide_logit_rows_check_every_lane(pos):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cce_probability_blocks_flag_rows_anywhere_in_their_1024(dtype, c):
     """CCE from probabilities + index labels scores dense rows in blocks of 1,024
-    (``cpu_blocks._GATHER_BLOCK``; at C = 2 the pick is a select, ``_pick_pairs``): invalid
+    (``cpu_blocks._MAX_ROWS``; at C = 2 the pick is a select, ``_pick_pairs``): invalid
     rows at either edge of a block and inside it (a NaN, a value above 1 or below 0 in a class
     that is not the label's, labels out of range, the ignored label) get NaN and their status,
     and every other row keeps its reference value."""

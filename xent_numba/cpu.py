@@ -79,7 +79,7 @@ def _run(pred, target, prm, w, pw, out, status):
                 _fast_dense(pv, po, pc, tv, to, tc, prm, out, status)
             return
         gather = isinstance(target, np.ndarray) and not prm.bce and not prm.from_logits
-        blk = _rows_per_block(n, pc < 0, gather)
+        blk = _rows_per_block(n, pc, gather)
         scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0, blk=blk)
         if isinstance(target, np.ndarray):
             _narrow_index(pv, po, pc, target, prm, out, status, scr, blk)
