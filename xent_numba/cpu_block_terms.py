@@ -544,8 +544,11 @@ def _flat_target_flags(tv, b0, b1, bce):
     if bce:
         for k in range(T.shape[0]):
             t = T[k]
-            bad |= (t < 0.0) | (t > 1.0) | (t != t)
             hard &= (t == 0.0) | (t == 1.0)
+        if not hard:  # (0/1 targets, the usual multi-hot, are valid: the range check only for others)
+            for k in range(T.shape[0]):
+                t = T[k]
+                bad |= (t < 0.0) | (t > 1.0) | (t != t)
     else:
         for k in range(T.shape[0]):
             t = float(T[k])
