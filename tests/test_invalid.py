@@ -270,3 +270,33 @@ def test_negative_zero_is_a_valid_probability(dtype, c):
         got, got_st = xn.score(loss, p_neg, target)
         assert (got_st == losses.OK).all() and (want_st == losses.OK).all()
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("c", [2, 10])
+def test_block_kernels_count_the_invalid_rows(c):
+    """The block kernels count the invalid rows as they go (``cpu.run`` returns the count, and
+    the API scans the statuses only when it is not 0): the count is the statuses' own, for
+    index and dense targets, whichever block the rows fall in."""
+    from xent_numba import cpu
+    from xent_numba.arrow import Dense
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    p = rng.dirichlet(np.ones(c), n).astype(np.float32)
+    y = rng.integers(0, c, n)
+    bad = [0, 255, 256, 1023, 1024, 2047, 4999]
+    for k, i in enumerate(bad):
+        if k % 2:
+            p[i, 0] = np.nan
+        else:
+            y[i] = c
+    y[300] = -100  # ignored: not invalid
+    for loss, target in (("cce", y), ("bce", np.eye(c, dtype=np.float32)[np.clip(y, 0, c - 1)])):
+        kw = {"ignore_index": -100} if loss == "cce" else {}
+        prm = losses.make_params(loss, dtype=np.float32, **kw)
+        out, status = np.empty(n, np.float32), np.empty(n, np.int8)
+        t = target if target.ndim == 1 else Dense(target)
+        n_bad = cpu.run(Dense(p), t, prm, np.zeros(0), np.zeros(0), out, status)
+        assert n_bad == int((status > losses.IGNORED).sum()) == (len(bad) if loss == "cce" else len(bad) // 2)
+        with pytest.raises(xn.InvalidInputError):
+            xn.score(loss, p, target, **kw)

@@ -164,11 +164,11 @@ def score(
         pw = validate.weights(pos_weight, "pos_weight", n_classes, scalar_ok=True, rows=rows)
         o, s = out[start : start + m], status[start : start + m]
         p, t, w, pw = canon.kernel_inputs(p, t, w, pw)  # a few compiled signatures cover every input
-        engine.run(p, t, prm, w, pw, o, s)
+        n_bad = engine.run(p, t, prm, w, pw, o, s)  # None: not counted
         if nulls is not None:
             s[nulls] = losses.NULL_ROW
             o[nulls] = np.nan
-        if on_invalid == "error":
+        if on_invalid == "error" and (n_bad is None or n_bad or nulls is not None):  # no scan when all are valid
             validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start)
     if out is None:  # zero rows: the dtype follows the input when it can be read
         dtype = np.float64

@@ -48,6 +48,8 @@ _serialise = True  # until the first launch shows which threading layer Numba pi
 
 def run(pred, target, prm, w, pw, out, status):
     """Launch the kernel that fits the layouts (``arrow.Dense``/``arrow.Ragged``/index array).
+    Returns how many rows are invalid (status > IGNORED) where the kernel counted them (the
+    block kernels), else None (the caller then scans ``status``).
 
     Numba picks the ``tbb`` or ``omp`` threading layer when it can (both are safe to launch
     from several Python threads at once, as the streaming pipeline does). Only the
@@ -56,13 +58,13 @@ def run(pred, target, prm, w, pw, out, status):
     global _serialise
     if _serialise:
         with _LAUNCH_LOCK:
-            _run(pred, target, prm, w, pw, out, status)
+            n_bad = _run(pred, target, prm, w, pw, out, status)
             try:
                 _serialise = numba.threading_layer() == "workqueue"
             except ValueError:  # no parallel region ran yet
                 pass
-    else:
-        _run(pred, target, prm, w, pw, out, status)
+        return n_bad
+    return _run(pred, target, prm, w, pw, out, status)
 
 
 def _run(pred, target, prm, w, pw, out, status):
@@ -82,11 +84,9 @@ def _run(pred, target, prm, w, pw, out, status):
         blk = _rows_per_block(n, pc, gather)
         scr = _scratch(n, pc * n if pc >= 0 else po[n] - po[0], ragged=pc < 0, blk=blk)
         if isinstance(target, np.ndarray):
-            _narrow_index(pv, po, pc, target, prm, out, status, scr, blk)
-        else:
-            tv, to, tc = _flat(target)
-            _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk)
-        return
+            return int(_narrow_index(pv, po, pc, target, prm, out, status, scr, blk))
+        tv, to, tc = _flat(target)
+        return int(_narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk))
     if isinstance(target, np.ndarray):
         if isinstance(pred, Dense):
             _dense_index(pred.values, target, prm, w, pw, out, status)

@@ -338,8 +338,20 @@ def _narrow_run_end(po, pc, i, r1, cap, limit):
 
 
 @njit(**_jit)
+def _n_invalid(status, r0, r1):
+    """How many of rows ``r0:r1`` are invalid (status > IGNORED): counted while the block's
+    statuses are in the cache, so that the caller need not scan them again."""
+    St = status[r0:r1]
+    k = 0
+    for j in range(r1 - r0):
+        k += St[j] > IGNORED
+    return k
+
+
+@njit(**_jit)
 def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
-    """Rows ``r0:r1`` against index labels: runs of narrow rows in blocks, wide rows alone."""
+    """Rows ``r0:r1`` against index labels: runs of narrow rows in blocks, wide rows alone;
+    returns how many are invalid."""
     cap = scr.shape[0] - _NROW
     i = r0
     while i < r1:
@@ -350,11 +362,13 @@ def _block_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         else:
             _rows_one_by_one_index(pv, po, pc, y, prm, out, status, i, i + 1)
             i += 1
+    return _n_invalid(status, r0, r1)
 
 
 @njit(**_jit)
 def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
-    """Rows ``r0:r1`` against dense targets: runs of narrow rows in blocks, wide rows alone."""
+    """Rows ``r0:r1`` against dense targets: runs of narrow rows in blocks, wide rows alone;
+    returns how many are invalid."""
     cap = scr.shape[0] - _NROW
     i = r0
     while i < r1:
@@ -365,6 +379,7 @@ def _block_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
         else:
             _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, i, i + 1)
             i += 1
+    return _n_invalid(status, r0, r1)
 
 
 def _chunks(n_blocks):
@@ -396,21 +411,27 @@ def _scratch(n_rows, n_values, ragged=False, blk=_BLOCK):
 
 @njit(**_pjit)
 def _narrow_index(pv, po, pc, y, prm, out, status, scr, blk=_BLOCK):
-    """Blocks of ``blk`` rows against index labels (see ``_block_index``; ``_rows_per_block``)."""
+    """Blocks of ``blk`` rows against index labels (see ``_block_index``; ``_rows_per_block``);
+    returns how many rows are invalid."""
     n = y.shape[0]
     nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
+    n_bad = 0
     for j in prange(nch):
         for b in range(j * nblk // nch, (j + 1) * nblk // nch):
-            _block_index(pv, po, pc, y, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
+            n_bad += _block_index(pv, po, pc, y, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
+    return n_bad
 
 
 @njit(**_pjit)
 def _narrow_dense(pv, po, pc, tv, to, tc, prm, out, status, scr, blk=_BLOCK):
-    """Blocks of ``blk`` (<= ``_MAX_ROWS``) rows against dense targets (see ``_block_dense``)."""
+    """Blocks of ``blk`` (<= ``_MAX_ROWS``) rows against dense targets (see ``_block_dense``);
+    returns how many rows are invalid."""
     n = out.shape[0]
     nblk = (n + blk - 1) // blk
     nch = scr.shape[0]
+    n_bad = 0
     for j in prange(nch):
         for b in range(j * nblk // nch, (j + 1) * nblk // nch):
-            _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
+            n_bad += _block_dense(pv, po, pc, tv, to, tc, prm, out, status, b * blk, min(n, (b + 1) * blk), scr[j])
+    return n_bad
