@@ -30,7 +30,7 @@ from .cpu_rows import (
     _softplus_term,
     _span,
 )
-from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, TARGET_MASKED
+from .losses import EMPTY_ROW, IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, TARGET_MASKED
 
 
 @njit(**_ijit)
@@ -317,6 +317,17 @@ def _pair_rest(v, y, status, r0, r1, S, R, T):
         T[j] = 1.0
 
 
+@njit(**_ijit)
+def _label_status(n, y, ign, ignore_index):
+    """An index label's status in a block (``cpu_rows._index_status``'s rule, as selects so
+    that the loops around it vectorise): ``EMPTY_ROW`` for a row of no classes, else
+    ``IGNORED`` for the ignored label (``ign``), else ``LABEL_RANGE`` outside ``0..n-1``."""
+    s = OK
+    s = LABEL_RANGE if (y < 0) | (y >= n) else s
+    s = IGNORED if ign & (y == ignore_index) else s
+    return EMPTY_ROW if n == 0 else s
+
+
 @njit(**_jit)
 def _pick_pairs(v, y, status, r0, r1, S, ign, ignore_index):
     """CCE from probabilities, dense rows of two classes against index labels, in one pass
@@ -330,10 +341,7 @@ def _pick_pairs(v, y, status, r0, r1, S, ign, ignore_index):
         x0, x1 = V[_u(2 * j)], V[_u(2 * j + 1)]
         bad |= (x0 < 0.0) | (x0 > 1.0) | (x0 != x0) | (x1 < 0.0) | (x1 > 1.0) | (x1 != x1)
         yi = Y[j]
-        s = OK
-        s = LABEL_RANGE if (yi < 0) | (yi >= 2) else s
-        s = IGNORED if ign & (yi == ignore_index) else s
-        St[j] = s
+        St[j] = _label_status(2, yi, ign, ignore_index)
         S[j] = x1 if yi == 1 else x0
     return not bad
 

@@ -20,6 +20,7 @@ from .cpu_block_terms import (
     _finish_rows,
     _flat_pred_ok,
     _flat_target_flags,
+    _label_status,
     _logit_terms,
     _neg_dot_classes,
     _neglog_rows,
@@ -49,7 +50,6 @@ from .cpu_rows import (
 from .losses import (
     EMPTY_ROW,
     IGNORED,
-    LABEL_RANGE,
     OK,
     TARGET_SUM,
 )
@@ -134,12 +134,7 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     for j in range(r1 - r0):  # branch-free row checks
         _, n = _span(po, pc, r0 + j)
-        yi = Y[j]
-        s = OK
-        s = LABEL_RANGE if (yi < 0) | (yi >= n) else s
-        s = IGNORED if ign & (yi == prm.ignore_index) else s
-        s = EMPTY_ROW if n == 0 else s
-        St[j] = s
+        St[j] = _label_status(n, Y[j], ign, prm.ignore_index)
     if not flat_ok:
         _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
     if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
