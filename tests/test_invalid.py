@@ -300,3 +300,43 @@ def test_block_kernels_count_the_invalid_rows(c):
         assert n_bad == int((status > losses.IGNORED).sum()) == (len(bad) if loss == "cce" else len(bad) // 2)
         with pytest.raises(xn.InvalidInputError):
             xn.score(loss, p, target, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_bce_block_checks_ride_in_the_terms_pass(from_logits, dtype):
+    """BCE blocks check their values and whether their targets are all 0/1 in the pass that
+    makes the terms: a soft target after a 0/1 one, a soft first target, a bad value, a bad
+    target and -0.0 must each be found wherever they sit in a block (1,500 rows x 4: blocks of
+    512 rows)."""
+    rng = np.random.default_rng(5)
+    n, c = 1500, 4
+    pred = (rng.normal(0, 3, (n, c)) if from_logits else rng.random((n, c))).astype(dtype)
+    hard = (rng.random((n, c)) < 0.4).astype(dtype)
+
+    def check(target, bad_rows=()):
+        want = ref.bce(list(pred), list(target), from_logits=from_logits, dtype=dtype)
+        got = xn.bce(pred, target, from_logits=from_logits, on_invalid="nan")
+        assert np.isnan(got[list(bad_rows)]).all()
+        ok = np.setdiff1d(np.arange(n), bad_rows)
+        ref.assert_close(got[ok], want[ok], dtype)
+        if bad_rows:
+            with pytest.raises(xn.InvalidInputError, match=rf"^row {min(bad_rows)},"):
+                xn.bce(pred, target, from_logits=from_logits)
+
+    check(hard)
+    soft_later = hard.copy()
+    soft_later[700, 2] = 0.25  # a 0/1 block that turns out not to be
+    check(soft_later)
+    soft_first = hard.copy()
+    soft_first[1024] = 0.5  # the first row of the third block
+    check(soft_first)
+    bad = hard.copy()
+    bad[1100, 1] = 2.0
+    pred[900, 3] = np.nan
+    pred[1200, 0] = np.inf if from_logits else 1.5
+    if not from_logits:
+        pred[300, 1] = -0.0  # fails the bit check, passes the exact one
+    check(bad, bad_rows=(900, 1100, 1200))
+    got = xn.bce(pred, rng.integers(0, c, n), from_logits=from_logits, on_invalid="nan")
+    assert np.isnan(got[[900, 1200]]).all() and np.isfinite(np.delete(got, [900, 1200])).all()

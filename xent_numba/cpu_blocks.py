@@ -19,7 +19,8 @@ from .cpu_block_terms import (
     _exp_rest,
     _finish_rows,
     _flat_pred_ok,
-    _flat_target_flags,
+    _flat_target_bad,
+    _hard,
     _label_status,
     _logit_terms,
     _neg_dot_classes,
@@ -131,13 +132,16 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
             _pred_statuses(pv, po, pc, status, r0, r1, False)
         _neglog_rows(S, St, out[r0:r1], r1 - r0, prm, pv)
         return
-    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     for j in range(r1 - r0):  # branch-free row checks
         _, n = _span(po, pc, r0 + j)
         St[j] = _label_status(n, Y[j], ign, prm.ignore_index)
+    if prm.bce:  # (its value checks ride in its terms pass)
+        _bce_index(pv, po, pc, y, prm, out, status, r0, r1, scr, a0, a1)
+        return
+    flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     if not flat_ok:
         _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
-    if not prm.bce and not prm.from_logits:  # -log p_y: gather, then one vectorised log
+    if not prm.from_logits:  # -log p_y: gather, then one vectorised log
         O = out[r0:r1]
         S = scr.view(pv.dtype)[: r1 - r0]  # p_y in the input's precision (its bits)
         last = pv.shape[0] - 1  # >= 0: a scored row has a value
@@ -153,35 +157,42 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
     S = scr[cap : cap + _MAX_ROWS]
     R = scr[cap + _MAX_ROWS : cap + 2 * _MAX_ROWS]
     T = scr[cap + 2 * _MAX_ROWS : cap + 3 * _MAX_ROWS]
-    if not prm.bce and pc == 2:  # two classes: the same sums, one row per step (see _pair_rest)
+    if pc == 2:  # two classes: the same sums, one row per step (see _pair_rest)
         _pair_rest(pv, y, status, r0, r1, S, R, T)
         _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
         return
-    if not prm.bce:  # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
-        M = scr[cap + 3 * _MAX_ROWS : cap + 4 * _MAX_ROWS]
-        X = scr.view(pv.dtype)[:ne]
-        if pc >= 0:
-            Dx = _row_scratch(scr, cap, 4, pv)
-            expected = _shift_classes(pv, a0, pc, r0, r1, status, X, M, Dx)
-        else:
-            expected = _shift_rows(pv, po, a0, r0, r1, status, M, X)
-        for j in range(r1 - r0):
-            a, _ = _span(po, pc, r0 + j)
-            R[j] = _row_shift(St[j], M[j]) - float(pv[a + Y[j]]) if St[j] == OK else 0.0
-            T[j] = 1.0
-        if pc >= 0:
-            _exp_classes(X, Dx, pc, r0, r1, S, pv, M, status, expected)
-        else:
-            _exp_rest(pv[a0:a1], X, a0, po, pc, r0, r1, S, pv, M, status, expected)
-        _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
-        return
-    # BCE against index labels: the one-hot targets spelled out after the terms (in the input's
-    # precision; runs are cut so that twice their values fit the scratch), then one vectorised
-    # pass: from logits f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|), from
-    # probabilities -log p or -log(1 - p)
+    # CCE from logits: (m - x_y) + log1p(sum_{c != argmax} exp(x_c - m))
+    M = scr[cap + 3 * _MAX_ROWS : cap + 4 * _MAX_ROWS]
+    X = scr.view(pv.dtype)[:ne]
+    if pc >= 0:
+        Dx = _row_scratch(scr, cap, 4, pv)
+        expected = _shift_classes(pv, a0, pc, r0, r1, status, X, M, Dx)
+    else:
+        expected = _shift_rows(pv, po, a0, r0, r1, status, M, X)
+    for j in range(r1 - r0):
+        a, _ = _span(po, pc, r0 + j)
+        R[j] = _row_shift(St[j], M[j]) - float(pv[a + Y[j]]) if St[j] == OK else 0.0
+        T[j] = 1.0
+    if pc >= 0:
+        _exp_classes(X, Dx, pc, r0, r1, S, pv, M, status, expected)
+    else:
+        _exp_rest(pv[a0:a1], X, a0, po, pc, r0, r1, S, pv, M, status, expected)
+    _finish_rows(out, status, r0, r1, S, R, T, prm, True, masked)
+
+
+@njit(**_jit)
+def _bce_index(pv, po, pc, y, prm, out, status, r0, r1, scr, a0, a1):
+    """BCE against index labels, rows ``r0:r1`` whose label statuses are set: the one-hot
+    targets spelled out after the terms (in the input's precision; runs are cut so that twice
+    their values fit the scratch), then one vectorised pass that also checks the values: from
+    logits f(x, t) = t max(-x, 0) + (1-t) max(x, 0) + log1p(e^-|x|), from probabilities
+    -log p or -log(1 - p)."""
+    ne = a1 - a0
+    cap = scr.shape[0] - _NROW
     if 2 * ne > cap:  # cannot happen (see _scratch and _narrow_run_end); the row functions if it did
         _rows_one_by_one_index(pv, po, pc, y, prm, out, status, r0, r1)
         return
+    S = scr[cap : cap + _MAX_ROWS]
     V = pv[a0:a1]
     El = scr.view(pv.dtype)[:ne]
     Y = scr.view(pv.dtype)[ne : 2 * ne]
@@ -192,10 +203,14 @@ def _run_index(pv, po, pc, y, prm, out, status, r0, r1, scr):
         a, n = _span(po, pc, i)
         if status[i] == OK:
             Y[a + y[i] - a0] = one
+    masked = False
     if prm.from_logits:
-        _logit_terms(V, Y, El)
+        bad, masked, _ = _logit_terms(V, Y, El)
+        flat_ok = not bad
     else:
-        _bce_hard_terms(V, Y, El, prm)
+        flat_ok, _ = _bce_hard_terms(V, Y, El, prm)
+    if not flat_ok:
+        _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
     _rsum(El, -a0, po, pc, r0, r1, S)
     _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
 
@@ -208,6 +223,51 @@ def _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1):
         v, s = _fast_dense_row(pv, a, n, tv, b, k, prm)
         out[i] = v
         status[i] = s
+
+
+@njit(**_jit)
+def _bce_dense(pv, po, pc, tv, prm, out, status, r0, r1, scr, a0, a1, b0):
+    """BCE, rows ``r0:r1`` of a block against their dense targets ``tv[b0:]`` (aligned with
+    ``pv[a0:a1]``): the terms and the block's checks in one pass (the value checks, and whether
+    every target is 0 or 1, the usual multi-hot), then the statuses, the row sums, the finish.
+    From probabilities, a block whose first target is not 0 or 1 (soft targets) skips the
+    0/1 terms and takes the soft ones; so does a block that turns out not all 0/1."""
+    ne = a1 - a0
+    d = b0 - a0
+    cap = scr.shape[0] - _NROW
+    S = scr[cap : cap + _MAX_ROWS]
+    V = pv[a0:a1]
+    Tb = tv[b0 : b0 + ne]
+    El = scr.view(pv.dtype)[:ne]  # the terms in the input's precision (see the overloads)
+    masked = False
+    if prm.from_logits:
+        bad, masked, hard = _logit_terms(V, Tb, El)
+        flat_ok = not bad
+    elif ne > 0 and _hard(Tb[0], True):
+        flat_ok, hard = _bce_hard_terms(V, Tb, El, prm)
+    else:
+        flat_ok, _ = _flat_pred_ok(pv, a0, a1, False)
+        hard = False
+    St = status[r0:r1]  # a view indexed from 0: no wraparound, the loop vectorises
+    for j in range(r1 - r0):
+        _, n = _span(po, pc, r0 + j)
+        St[j] = EMPTY_ROW if n == 0 else OK
+    if not hard and _flat_target_bad(Tb, True):  # find the rows with an invalid target value
+        for i in range(r0, r1):
+            a, n = _span(po, pc, i)
+            if status[i] != EMPTY_ROW:
+                s, _ = _bce_target_status(tv, a + d, n)
+                status[i] = s
+    if not flat_ok:
+        _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
+    if prm.from_logits or hard:
+        _rsum(El, -a0, po, pc, r0, r1, S)
+    else:
+        E = scr[:ne]
+        for k in range(ne):
+            E[k] = _bce_soft(float(V[k]), float(Tb[k]), prm.lo, prm.hi, prm.logmin)
+        _rsum(E, -a0, po, pc, r0, r1, S)
+    _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
 
 
 @njit(**_jit)
@@ -227,49 +287,31 @@ def _run_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1, scr):
     if not aligned:  # some row's target length differs, or the rows are too wide
         _rows_one_by_one_dense(pv, po, pc, tv, to, tc, prm, out, status, r0, r1)
         return
+    if prm.bce:
+        _bce_dense(pv, po, pc, tv, prm, out, status, r0, r1, scr, a0, a1, b0)
+        return
     d = b0 - a0  # target index = pred index + d, for the whole block
     S = scr[cap : cap + _MAX_ROWS]
     R = scr[cap + _MAX_ROWS : cap + 2 * _MAX_ROWS]
     T = scr[cap + 2 * _MAX_ROWS : cap + 3 * _MAX_ROWS]
     E = scr[:ne]
-    bad_t, hard = _flat_target_flags(tv, b0, b1, prm.bce)
-    if not prm.bce:
-        _rsum(tv, d, po, pc, r0, r1, T)
+    Tb = tv[b0:b1]
+    bad_t = _flat_target_bad(Tb, False)
+    _rsum(tv, d, po, pc, r0, r1, T)
     St = status[r0:r1]  # a view indexed from 0: no wraparound, the loop vectorises
     for j in range(r1 - r0):
         _, n = _span(po, pc, r0 + j)
-        s = OK
-        if not prm.bce:
-            s = TARGET_SUM if abs(T[j] - 1.0) > _SUM_ATOL else s
+        s = TARGET_SUM if abs(T[j] - 1.0) > _SUM_ATOL else OK
         St[j] = EMPTY_ROW if n == 0 else s
     if bad_t:  # find the rows with an invalid target value
         for i in range(r0, r1):
             a, n = _span(po, pc, i)
             if status[i] != EMPTY_ROW:
-                if prm.bce:
-                    s, _ = _bce_target_status(tv, a + d, n)
-                else:
-                    s = _cce_target_status(tv, a + d, n)
-                status[i] = s
+                status[i] = _cce_target_status(tv, a + d, n)
     flat_ok, masked = _flat_pred_ok(pv, a0, a1, prm.from_logits)
     if not flat_ok:
         _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
     V = pv[a0:a1]
-    Tb = tv[b0:b1]
-    if prm.bce:
-        if prm.from_logits or hard:  # the terms in the input's precision (see the overloads)
-            El = scr.view(pv.dtype)[:ne]
-            if prm.from_logits:
-                _logit_terms(V, Tb, El)
-            else:
-                _bce_hard_terms(V, Tb, El, prm)
-            _rsum(El, -a0, po, pc, r0, r1, S)
-        else:
-            for k in range(ne):
-                E[k] = _bce_soft(float(V[k]), float(Tb[k]), prm.lo, prm.hi, prm.logmin)
-            _rsum(E, -a0, po, pc, r0, r1, S)
-        _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
-        return
     if not prm.from_logits:  # CCE: sum_c t_c (-log p_c) over t_c != 0
         for k in range(ne):
             tk = float(Tb[k])
