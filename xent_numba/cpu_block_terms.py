@@ -129,8 +129,20 @@ def _rsum(X, shift, po, pc, r0, r1, S):
     class order in both layouts (so a row's sum does not depend on its layout: ``cpu.run``
     scores ragged rows of one length as dense ones).
 
-    Dense rows: C strided passes across the block (vectorised across rows)."""
+    Dense rows of fewer than 8 classes: C strided passes across the block (vectorised across
+    the rows, a vector gather per class); of 8 or more, row by row, which beats the gathers
+    there (BCE blocks, one-process A/B: 0.93x the time at C = 10, 0.92x at 16, 0.76x at 64;
+    1.07x at C = 4)."""
     nb = r1 - r0
+    if pc >= 8:
+        base = r0 * pc + shift
+        for j in range(nb):
+            s = 0.0
+            b = base + j * pc
+            for c in range(pc):
+                s = fm.add(s, float(X[_u(b + c)]))
+            S[j] = s
+        return
     if pc >= 0:
         base = r0 * pc + shift
         for j in range(nb):
