@@ -60,11 +60,12 @@ from .losses import (
 # With C = 10 the loop over one row's classes is shorter than a vector, so it runs scalar.
 # Instead a block of ``_BLOCK`` rows is scored as one flat run of values: the per-element
 # terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow (for a
-# dense (N, C) layout as C strided passes across the rows, which vectorise), and the last
-# per-row ``log`` runs vectorised across the rows. CCE from logits copies a dense block
-# class-major first, so that all its passes run contiguously across the rows. Value checks
-# are one flat branch-free pass per block, per row only when it fails. For float32 inputs the
-# costly elementwise terms are computed in float32 and summed in float64.
+# dense (N, C) layout of fewer than 8 classes as C strided passes across the rows, which
+# vectorise; row by row from 8), and the last per-row ``log`` runs vectorised across the rows.
+# CCE from logits copies a dense block class-major first, so that all its passes run
+# contiguously across the rows. Value checks are one flat branch-free pass per block (BCE's
+# ride in its terms pass), per row only when it fails. For float32 inputs the costly
+# elementwise terms are computed in float32 and summed in float64.
 #
 # The scratch is allocated by the caller (``_scratch``): one row per chunk of blocks, and
 # the kernels allocate nothing.
