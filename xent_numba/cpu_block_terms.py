@@ -65,7 +65,8 @@ def _logit_flags(x, inf, bad, masked):
 
 @njit(**_ijit)
 def _hard(t, hard):
-    """One BCE target's part of the 0/1 test (``_flat_target_flags``)."""
+    """One BCE target's part of the test that a block's targets are all 0 or 1 (taken in the
+    terms passes, ``_logit_terms`` and ``_bce_hard_terms``)."""
     return hard & ((t == 0.0) | (t == 1.0))
 
 
@@ -585,8 +586,8 @@ def _bce_hard_terms(V, T, E, prm):
 @overload(_bce_hard_terms, jit_options=_jit)
 def _bce_hard_terms_impl(V, T, E, prm):
     """Float32 probabilities whose clip is exact in float32 (``_clip32_exact``): float32 terms
-    with ``log_or_log1m32`` (8 lanes, no division), kept in the float32 view of the scratch,
-    the values checked by their bits as in ``_all_in_unit`` (one unsigned max; 0.93-0.96x the
+    with ``log_or_log1m32`` (8 lanes), kept in the float32 view of the scratch, the values
+    checked by their bits as in ``_all_in_unit`` (one unsigned max; 0.93-0.96x the
     time of the exact compares in this loop), the exact check only if that fails; otherwise
     ``_bce_hard`` in float64 (rounded once to ``E``'s dtype) with the exact compares. The loop
     is inside."""
