@@ -31,6 +31,7 @@ from .cpu_block_terms import (
     _pred_statuses,
     _row_shift,
     _rsum,
+    _rsum_terms,
     _shift_classes,
     _shift_rows,
     _u,
@@ -212,7 +213,7 @@ def _bce_index(pv, po, pc, y, prm, out, status, r0, r1, scr, a0, a1):
         flat_ok, _ = _bce_hard_terms(V, Y, El, prm)
     if not flat_ok:
         _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
-    _rsum(El, -a0, po, pc, r0, r1, S)
+    _rsum_terms(El, Y, a0, po, pc, r0, r1, S)  # (Y is free again)
     _bce_rows(out, status, po, pc, r0, r1, S, prm, masked)
 
 
@@ -262,7 +263,7 @@ def _bce_dense(pv, po, pc, tv, prm, out, status, r0, r1, scr, a0, a1, b0):
     if not flat_ok:
         _pred_statuses(pv, po, pc, status, r0, r1, prm.from_logits)
     if prm.from_logits or hard:
-        _rsum(El, -a0, po, pc, r0, r1, S)
+        _rsum_terms(El, scr.view(pv.dtype)[ne : 2 * ne], a0, po, pc, r0, r1, S)
     else:
         E = scr[:ne]
         for k in range(ne):
