@@ -62,7 +62,8 @@ from .losses import (
 # Instead a block of ``_BLOCK`` rows is scored as one flat run of values: the per-element
 # terms go to a float64 scratch ``E`` in one vectorised loop, per-row sums follow (for a
 # dense (N, C) layout of fewer than 8 classes as C strided passes across the rows, which
-# vectorise; row by row from 8), and the last per-row ``log`` runs vectorised across the rows.
+# vectorise, or for BCE's float32 terms a class-major copy summed contiguously; row by row
+# from 8), and the last per-row ``log`` runs vectorised across the rows.
 # CCE from logits copies a dense block class-major first, so that all its passes run
 # contiguously across the rows. Value checks are one flat branch-free pass per block (BCE's
 # ride in its terms pass), per row only when it fails. For float32 inputs the costly
