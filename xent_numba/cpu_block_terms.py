@@ -161,6 +161,16 @@ def _rsum(X, shift, po, pc, r0, r1, S):
 
 
 @njit(**_jit)
+def _class_major(src, a, pc, nb, dst):
+    """``dst[c nb + j] = src[a + j pc + c]``: ``nb`` rows of ``pc`` values from ``src[a:]``,
+    copied class-major (one strided pass), so that later passes run contiguously across the
+    rows."""
+    for c in range(pc):
+        for j in range(nb):
+            dst[_u(c * nb + j)] = src[_u(a + j * pc + c)]
+
+
+@njit(**_jit)
 def _rsum_terms(El, Xt, a0, po, pc, r0, r1, S):
     """``_rsum`` of a block's terms ``El`` (from 0), with the same bits: for dense float32
     rows of 2 to 7 classes the terms are first copied class-major into ``Xt`` (one strided
@@ -170,9 +180,7 @@ def _rsum_terms(El, Xt, a0, po, pc, r0, r1, S):
         _rsum(El, -a0, po, pc, r0, r1, S)
         return
     nb = r1 - r0
-    for c in range(pc):
-        for j in range(nb):
-            Xt[_u(c * nb + j)] = El[_u(j * pc + c)]
+    _class_major(El, 0, pc, nb, Xt)
     for j in range(nb):
         S[j] = 0.0
     for c in range(pc):
@@ -274,9 +282,7 @@ def _shift_classes(v, a0, pc, r0, r1, status, X, M, Dx):
     and the rows' shifts (``_row_shift``) into ``Dx``, in the input's dtype; returns how many
     rows have a max to leave out of ``_exp_classes``'s sum."""
     nb = r1 - r0
-    for c in range(pc):
-        for j in range(nb):
-            X[_u(c * nb + j)] = v[_u(a0 + j * pc + c)]
+    _class_major(v, a0, pc, nb, X)
     lo = X.dtype.type(-_INF)
     for j in range(nb):  # the maxima in the input's dtype (all lanes), then M in float64
         Dx[j] = lo
@@ -301,9 +307,7 @@ def _neg_dot_classes(Tb, pc, nb, X, Dx, Tt, R):
     bits of the ragged rows' ``_rsum`` of the products); the targets ``Tb`` (row-major) are
     copied class-major into ``Tt`` first (one strided pass). ``np.float64``, not ``float()``:
     Numba's ``float()`` of a float32 stays float32, and ``x - m`` would round."""
-    for c in range(pc):
-        for j in range(nb):
-            Tt[_u(c * nb + j)] = Tb[_u(j * pc + c)]
+    _class_major(Tb, 0, pc, nb, Tt)
     for j in range(nb):
         R[j] = 0.0
     for c in range(pc):
