@@ -171,6 +171,18 @@ def _class_major(src, a, pc, nb, dst):
 
 
 @njit(**_jit)
+def _sum_classes(X, pc, nb, S):
+    """``S_j = sum_c X[c nb + j]`` in float64 and in class order (the bits of ``_rsum`` on the
+    rows), for a class-major block (``_class_major``): contiguous across the rows."""
+    for j in range(nb):
+        S[j] = 0.0
+    for c in range(pc):
+        Xc = X[c * nb : (c + 1) * nb]
+        for j in range(nb):
+            S[j] += float(Xc[j])
+
+
+@njit(**_jit)
 def _rsum_terms(El, Xt, a0, po, pc, r0, r1, S):
     """``_rsum`` of a block's terms ``El`` (from 0), with the same bits: for dense float32
     rows of 2 to 7 classes the terms are first copied class-major into ``Xt`` (one strided
@@ -181,12 +193,7 @@ def _rsum_terms(El, Xt, a0, po, pc, r0, r1, S):
         return
     nb = r1 - r0
     _class_major(El, 0, pc, nb, Xt)
-    for j in range(nb):
-        S[j] = 0.0
-    for c in range(pc):
-        Xc = Xt[c * nb : (c + 1) * nb]
-        for j in range(nb):
-            S[j] += float(Xc[j])
+    _sum_classes(Xt, pc, nb, S)
 
 
 @njit(**_jit)
@@ -336,12 +343,7 @@ def _exp_classes(X, Dx, pc, r0, r1, S, v, M, status, expected):
             x, m = Xc[j], Dx[j]
             nz += one if x == m else zero
             Xc[j] = _exp_sub(x, m) if x < m else zero
-    for j in range(nb):
-        S[j] = 0.0
-    for c in range(pc):
-        Xc = X[c * nb : (c + 1) * nb]
-        for j in range(nb):
-            S[j] += float(Xc[j])
+    _sum_classes(X, pc, nb, S)
     if nz != expected:
         _add_tied_maxima(v, _NO_PO, pc, r0, r1, S, M, status)
 
