@@ -22,7 +22,27 @@ from rich.console import Console
 
 from . import __version__
 
+class _FlagMetavars:
+    """Help that shows flags as flags: Typer's rich help gives every option a type column,
+    and a flag's ``<bool>`` there reads as if it took a value (``--from-logits true``)."""
+
+    def get_help_option(self, ctx):
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
+class _Command(_FlagMetavars, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_FlagMetavars, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     name="xent",
     no_args_is_help=True,
     add_completion=False,
@@ -50,7 +70,7 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit."),
 ):
     """Score per-row CCE and BCE over Parquet evaluation dumps.
 
@@ -110,30 +130,31 @@ def _eps(text: str):
         return text
 
 
-@app.command()
+@app.command(cls=_Command)
 def score(
-    inputs: Annotated[list[str], typer.Argument(help="Parquet or Arrow IPC/Feather files, directories of them, or globs.", show_default=False)],
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT", help="Parquet or Arrow IPC/Feather files, directories of them, or globs.", show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="Output file (.parquet, .csv, .jsonl/.ndjson, .arrow/.feather), - for standard output (with --format csv or jsonl); a directory with --engine dask. Never an input.", show_default=False)],
     loss: Annotated[Loss, typer.Option(help="cce: one exclusive choice per row; bce: C independent yes/no questions; both.")] = Loss("cce"),
     pred: Annotated[str, typer.Option(help="Prediction column (list of class scores), or a glob such as 'p_*' of scalar columns, one per class.")] = "pred",
     label: Annotated[str, typer.Option(help="Label column: integer class indices, or lists (or a glob of scalar columns) in the layout of --pred.")] = "label",
-    from_logits: Annotated[bool, typer.Option("--from-logits", help="Predictions are logits (softmax for cce, sigmoid for bce).")] = False,
+    from_logits: Annotated[bool, typer.Option("--from-logits", metavar="", help="Predictions are logits (softmax for cce, sigmoid for bce).")] = False,
     log_base: Annotated[str, typer.Option(help="Logarithm base: e, 2, 10 or any number > 0 other than 1.")] = "e",
     eps: Annotated[str, typer.Option(help="Probability clipping: a number, or auto|keras|torch|sklearn|none.")] = "auto",
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon in [0, 1].")] = 0.0,
     class_weight: Annotated[str | None, typer.Option(help="CCE class weights, comma-separated, one per class.", show_default=False)] = None,
     pos_weight: Annotated[str | None, typer.Option(help="BCE positive-class weight: one number or one per class, comma-separated.", show_default=False)] = None,
     ignore_index: Annotated[int | None, typer.Option(help="CCE: rows with this index label get a null score.", show_default=False)] = None,
-    normalize: Annotated[bool, typer.Option("--normalize", help="CCE from probabilities: divide each row by its sum first (Keras' convention).")] = False,
+    normalize: Annotated[bool, typer.Option("--normalize", metavar="", help="CCE from probabilities: divide each row by its sum first (Keras' convention).")] = False,
     bce_reduce: Annotated[Reduce, typer.Option(help="BCE: sum or mean over the C components of a row.")] = Reduce("sum"),
     keep: Annotated[list[str] | None, typer.Option(help="Column carried into the output unchanged (repeatable), e.g. a row id.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (the GPU when one is usable).")] = Device("cpu"),
     threads: Annotated[int | None, typer.Option(help="CPU threads for the kernels and the Parquet decoder (default: all cores, or NUMBA_NUM_THREADS).", show_default=False, min=1)] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 8 MB of decoded input).", show_default=False, min=1)] = None,
     on_invalid: Annotated[OnInvalid, typer.Option(help="error: stop at the first invalid row; null: give it a null score and count it.")] = OnInvalid("error"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT (and --summary-json) if it exists; an input is never replaced.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace OUTPUT (and --summary-json) if it exists; an input is never replaced.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: from OUTPUT's extension).", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, summary or notes; errors only.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar, summary or notes; errors only.")] = False,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path (checked before the run, like OUTPUT).", show_default=False)] = None,
     engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba\\[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
@@ -161,6 +182,13 @@ def score(
     )
     fmt = fmt.value if fmt is not None else None
     started = time.perf_counter()
+    _check_flag_words(inputs)
+    if engine != "dask":
+        given = [name for name, value in (("--workers", workers), ("--scheduler", scheduler))
+                 if value is not None and _from_command_line(ctx, name)]
+        if given:
+            fail(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to --engine dask only; "
+                 "add --engine dask, or leave it out")
     # the tables go to stderr when the scores go to stdout (a pipe must get the scores only)
     console = err_console if _is_stdout(output) else out_console
     try:
@@ -178,7 +206,7 @@ def score(
                 note = "a CUDA GPU is usable" if chosen == "cuda" else (
                     "no CUDA GPU is usable" if backend.cuda_installed()
                     else f"the CUDA extra is not installed: {backend.CUDA_EXTRA_HINT}")
-                err_console.print(f"device: {chosen} ({note})", highlight=False)
+                err_console.print(f"device: {chosen} ({note})", highlight=False, markup=False)
             device = chosen
         opts = pipeline.ScoreOptions(
             loss=loss, pred=pred, label=label, from_logits=from_logits,
@@ -224,6 +252,25 @@ def score(
         fail(f"unexpected error: {type(e).__name__}: {e}", 1)
     if not quiet:
         show_summary(summary, elapsed, output, console)
+
+
+# what a user may type after a flag, reading its help as if it took a value
+_FLAG_WORDS = {"true", "false", "yes", "no", "on", "off"}
+
+
+def _check_flag_words(inputs) -> None:
+    """Refuse an INPUT such as ``true`` that does not exist: it was meant as a flag's value
+    (``--from-logits true``), and flags take none."""
+    for item in inputs:
+        if item.lower() in _FLAG_WORDS and not os.path.exists(item):
+            fail(f"{item!r} is not an input file: flags such as --from-logits, --normalize and "
+                 "--overwrite take no value (write the flag alone)")
+
+
+def _from_command_line(ctx: typer.Context, option: str) -> bool:
+    """The option was typed on the command line (not taken from its environment variable)."""
+    source = ctx.get_parameter_source(option.lstrip("-").replace("-", "_"))
+    return source is None or source.name == "COMMANDLINE"
 
 
 def _is_stdout(output: str) -> bool:
@@ -371,12 +418,12 @@ def _advice_panel(advice: dict):
     return Panel(Group(*parts), title="xent advise", expand=False)
 
 
-@app.command("advise")
+@app.command("advise", cls=_Command)
 def advise_cmd(
     inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help="Parquet files, directories or globs (only the first --sample-rows rows are read).", show_default=False)],
     pred: Annotated[str, typer.Option("--pred", help="Prediction column (a list per row), or a glob over one scalar column per class.")] = "pred",
     label: Annotated[str, typer.Option("--label", help="Label column: integer classes, or a list per row (one-hot, multi-hot, soft), or a glob.")] = "label",
-    as_json: Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print exactly one JSON object on stdout.")] = False,
     sample_rows: Annotated[int, typer.Option("--sample-rows", min=1, help="How many rows to read (the first ones, streamed).")] = 100_000,
     ignore_index: Annotated[int | None, typer.Option("--ignore-index", help="Index label that marks rows to ignore (e.g. -100).")] = None,
     storage_option: Annotated[list[str] | None, typer.Option("--storage-option", metavar="KEY=VALUE", help=STORAGE_HELP, show_default=False)] = None,
@@ -404,7 +451,7 @@ def advise_cmd(
         out_console.print(_advice_panel(advice))
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 def report_cmd(
     scores: Annotated[str, typer.Argument(metavar="SCORES", help="A scores file written by `xent score` (.parquet or dataset directory, .csv, .jsonl, .feather).", show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="report.png or report.html (a path or a URL).", show_default=False)],
@@ -432,10 +479,10 @@ def report_cmd(
     out_console.print(f"Wrote {res['output']} ({res['format'].upper()}, {res['summary']['rows']:,} rows)", highlight=False)
 
 
-@app.command("warmup")
+@app.command("warmup", cls=_Command)
 def warmup_cmd(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Processes compiling side by side (default: one per CPU).", show_default=False)] = None,
-    all_kernels: Annotated[bool, typer.Option("--all", help="Also the kernels for label smoothing and class/pos weights.")] = False,
+    all_kernels: Annotated[bool, typer.Option("--all", metavar="", help="Also the kernels for label smoothing and class/pos weights.")] = False,
 ):
     """Compile the CPU kernels for every input type ahead of time (once after installing).
 
