@@ -17,8 +17,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 import math
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +39,49 @@ FORMATS = {".png": "png", ".html": "html", ".htm": "html"}
 
 def _matplotlib():
     try:
-        from matplotlib.figure import Figure
+        with quiet_matplotlib():
+            from matplotlib.figure import Figure
     except ImportError:
         raise InvalidInputError(
             "xent report needs matplotlib: pip install 'xent-numba[plot]'"
         ) from None
     return Figure
+
+
+@contextmanager
+def quiet_matplotlib():
+    """matplotlib's own notices (an unwritable config or cache folder at import, font and
+    layout warnings while drawing) kept off stderr: they say nothing about the report."""
+    logger = logging.getLogger("matplotlib")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+# an integer column where nearly every row has a value of its own is a row id, not a class
+ID_LIKE_SHARE = 0.9
+ID_LIKE_MIN_ROWS = 100
+
+
+def check_class_labels(labels: np.ndarray, column: str) -> None:
+    """Refuse a ``--label`` column that cannot be class indices: one where at least
+    ``ID_LIKE_SHARE`` of the rows (of at least ``ID_LIKE_MIN_ROWS``) have a value of their
+    own, as a row id does; per-class means over it would be one row each."""
+    valid = labels[labels >= 0]
+    if valid.size < ID_LIKE_MIN_ROWS:
+        return
+    distinct = np.unique(valid).size
+    if distinct >= ID_LIKE_SHARE * valid.size:
+        raise InvalidInputError(
+            f"--label column {column!r} has {distinct:,} distinct values in {valid.size:,} rows: it "
+            "looks like a row id, not a class label; name the integer class column kept in the "
+            "scores (xent score ... --keep label)"
+        )
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -140,6 +180,8 @@ def load_scores(scores_path, label: str | None = None, storage_options=None) -> 
         col = table.column(label_col)
         if pa.types.is_integer(col.type):
             labels = col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            if label is not None:
+                check_class_labels(labels, label)
         elif label is not None:
             raise InvalidInputError(
                 f"--label column {label!r} is {col.type}; per-class means need integer class indices"
@@ -348,8 +390,9 @@ def render_report(scores_path, output, label: str | None = None, log_base=None, 
         raise InvalidInputError(f"{out.parent}: output directory does not exist")
     losses, labels, label_col = load_scores(scores_path, label, storage_options)
     summary = summarize(losses, labels)
-    fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
-    data = _png_bytes(fig)
+    with quiet_matplotlib():
+        fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
+        data = _png_bytes(fig)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         if fmt == "png":
@@ -369,8 +412,9 @@ def _render_to_url(scores_path, url: str, fmt: str, label, log_base, storage_opt
     try:
         losses, labels, label_col = load_scores(scores_path, label, storage_options)
         summary = summarize(losses, labels)
-        fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
-        data = _png_bytes(fig)
+        with quiet_matplotlib():
+            fig = build_figure(losses, summary, label_col=label_col, with_table=fmt == "png", log_base=log_base)
+            data = _png_bytes(fig)
         if fmt == "html":
             data = _html(losses, summary, data, str(scores_path), label_col).encode("utf-8")
         try:
