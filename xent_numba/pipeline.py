@@ -153,11 +153,19 @@ _DONE = object()
 _STOPPED = object()
 
 
+DEFAULT_BATCH_ROWS = 65536  # when a file's row size is unknown
+MAX_DEFAULT_BATCH_ROWS = 1 << 20
+
+
 def _default_batch_rows(source, cols) -> int:
+    """Rows per batch when ``--batch-rows`` is not given: about ``DEFAULT_BATCH_BYTES`` of
+    decoded input, whatever the row width (one row of 128k float32 classes is 512 KB: 16
+    rows a batch), at most ``MAX_DEFAULT_BATCH_ROWS``; ``DEFAULT_BATCH_ROWS`` when the
+    file does not tell its row size."""
     per_row = source.bytes_per_row(cols.needed)
     if per_row <= 0:
-        return 65536
-    return int(min(max(DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
+        return DEFAULT_BATCH_ROWS
+    return int(max(1, min(DEFAULT_BATCH_BYTES // per_row, MAX_DEFAULT_BATCH_ROWS)))
 
 
 class _Stage(threading.Thread):
