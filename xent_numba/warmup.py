@@ -32,6 +32,7 @@ GROUPS = {
     "dense-narrow": ("dense", 4),
     "dense-wide": ("dense", 80),
     "summary": (None, 0),
+    "binary": ("scalar", 1),  # one score per row (binary classifier dumps)
 }
 OPTION_GROUPS = {  # the general kernels (label smoothing, class/pos weights): --all only
     "options-index": ("index", 4),
@@ -44,6 +45,9 @@ def _compile_group(name: str) -> None:
     from .summary import Summary
 
     targets, c = {**GROUPS, **OPTION_GROUPS}[name]
+    if targets == "scalar":
+        _compile_binary()
+        return
     if targets is None:
         s = Summary()
         s.add_losses("cce", np.ones(3), np.array([0, 1, 2]))
@@ -67,6 +71,20 @@ def _compile_group(name: str) -> None:
                 continue
             for tdt in canon.TARGET_DTYPES:
                 api.score("cce", pred, onehot.astype(tdt), **opts)
+
+
+def _compile_binary() -> None:
+    """The scalar-row kernel (``cpu_binary``) for both prediction dtypes and every label form
+    ``arrow.as_labels`` makes: 0/1 as uint8 (bool) or int64, soft labels as float32/float64."""
+    from . import api, canon
+
+    n = 8
+    y = np.arange(n) % 2
+    for dt in canon.PRED_DTYPES:
+        p = np.full(n, 0.5, dtype=dt)
+        for labels in (y.astype(bool), y, y.astype(np.float32), y.astype(np.float64)):
+            for loss in ("cce", "bce"):
+                api.score(loss, p, labels)
 
 
 def warmup(*, jobs: int | None = None, include_options: bool = False, say=print) -> float:
