@@ -10,6 +10,7 @@ import json
 import math
 import mmap
 import os
+import re
 import signal
 import stat
 import sys
@@ -329,13 +330,22 @@ def is_stdout(path) -> bool:
     return str(path) == STDOUT
 
 
+# Names of a descriptor that is already open (standard output, /dev/fd/N, /proc/<pid>/fd/N):
+# it may be a pipe, a terminal or a redirected file, and is written through, never renamed over
+_DESCRIPTOR = re.compile(r"/dev/(stdin|stdout|stderr|fd/\d+)|/proc/(self|thread-self|\d+)(/task/\d+)?/fd/\d+")
+
+
 def is_special(path) -> bool:
-    """An existing path that is not a regular file or a directory (a pipe, a terminal, a
-    character device), or one under /dev or /proc (``/dev/stdout``, or a symlink into them):
-    written in place, never renamed over."""
+    """A path written in place, never renamed over: the name of an open descriptor
+    (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``, or a symlink chain that reaches
+    one: a link to /proc/self/fd/1 is stdout), or an existing file that is a character or
+    block device (``/dev/null``, a terminal), a FIFO or a socket. Decided by the file's
+    type, never by its folder: a regular file, or a new name, under /dev/shm is an ordinary
+    output (existence check, ``--overwrite``, temporary file and rename)."""
     path = os.path.abspath(str(path))
-    for _ in range(40):  # every hop of a symlink chain: a link to /proc/self/fd/1 is stdout
-        if path.startswith(("/dev/", "/proc/")):
+    for _ in range(40):  # every hop of a symlink chain
+        path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if _DESCRIPTOR.fullmatch(path):
             return True
         if not os.path.islink(path):
             break
@@ -344,7 +354,7 @@ def is_special(path) -> bool:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _inside(child: str, parent: str) -> bool:

@@ -1,0 +1,178 @@
+"""Hostile outputs: where the scores go and how they are written. Ordinary files under /dev
+(the /dev/shm tmpfs) get the same safe write as anywhere else; a reader that closes a pipe
+early ends a JSON Lines run like a CSV one; CSV and JSON Lines write a float in the same
+shortest round-trip text; binary --keep columns are decoded as UTF-8 or refused by column
+and row; --summary-json is strict JSON and records what was run. Every file is generated
+here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tests import reference as ref
+from xent_numba import __version__
+from xent_numba import io as xio
+from xent_numba.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def env():
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def leftovers(*dirs) -> list[str]:
+    return [p.name for d in dirs for p in Path(d).iterdir() if ".tmp-" in p.name]
+
+
+def dump(path, n=200, c=4, *, seed=0, dtype=np.float32, extra=None, p=None, y=None):
+    """A Parquet dump: id, pred (list of probabilities), label (int). Returns (p, y)."""
+    if p is None:
+        x = np.random.default_rng(seed).normal(size=(n, c))
+        p = (np.exp(x) / np.exp(x).sum(1, keepdims=True)).astype(dtype)
+        y = np.random.default_rng(seed + 1).integers(0, c, n)
+    n, c = p.shape
+    vtype = pa.from_numpy_dtype(p.dtype)
+    pred = pa.FixedSizeListArray.from_arrays(pa.array(p.ravel(), vtype), c).cast(pa.list_(vtype))
+    cols = {"id": pa.array(np.arange(n), pa.int64()), "pred": pred, "label": y}
+    cols.update(extra or {})
+    pq.write_table(pa.table(cols), path, row_group_size=64)
+    return p, y
+
+
+def arrow_dump(path, extra, n):
+    """An Arrow IPC dump (keeps every column type as written: dictionary, large_binary ...)."""
+    x = np.random.default_rng(0).normal(size=(n, 3))
+    p = (np.exp(x) / np.exp(x).sum(1, keepdims=True)).astype(np.float32)
+    pred = pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), 3).cast(pa.list_(pa.float32()))
+    table = pa.table({"pred": pred, "label": np.zeros(n, dtype=np.int64), **extra})
+    with pa.ipc.new_file(path, table.schema) as w:
+        w.write_table(table)
+
+
+@pytest.fixture
+def shm():
+    """A fresh folder on the /dev/shm tmpfs (skipped where there is none)."""
+    root = Path("/dev/shm")
+    if not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
+        pytest.skip("/dev/shm is not a writable directory here")
+    d = root / f"xent-test-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- item 1: an ordinary file is ordinary wherever it lies --------------------------------
+
+
+def test_special_is_decided_by_type_not_by_folder(shm, tmp_path):
+    plain = shm / "o.parquet"
+    plain.write_bytes(b"x")
+    assert not xio.is_special(plain), "a regular file on /dev/shm"
+    assert not xio.is_special(shm / "new.parquet"), "a new name on /dev/shm"
+    assert not xio.is_special(shm), "a directory"
+    fifo = shm / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout-link"
+    os.symlink("/proc/self/fd/1", link)
+    chain = tmp_path / "chain"
+    os.symlink(link, chain)
+    fd_dir = tmp_path / "fds"
+    os.symlink("/proc/self/fd", fd_dir)
+    for path in (fifo, "/dev/null", "/dev/stdout", "/dev/stderr", "/dev/fd/1", "/proc/self/fd/1",
+                 f"/proc/{os.getpid()}/fd/2", link, chain, fd_dir / "1"):
+        assert xio.is_special(path), path
+    to_file = tmp_path / "to-plain"
+    os.symlink(plain, to_file)
+    assert not xio.is_special(to_file), "a symlink to a regular file is a regular file"
+
+
+def test_second_run_into_dev_shm_is_refused_and_the_file_kept(shm):
+    src = shm / "in.parquet"
+    dump(src)
+    out = shm / "o.parquet"
+    assert run("score", src, "-o", out, "-q").exit_code == 0
+    before = out.read_bytes()
+    res = run("score", src, "-o", out, "-q")
+    assert res.exit_code == 2 and "exists" in res.output, res.output
+    assert out.read_bytes() == before and pq.read_table(out).num_rows == 200
+    assert not leftovers(shm)
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".csv"])
+def test_overwrite_in_dev_shm_replaces_not_appends(shm, ext):
+    src = shm / "in.parquet"
+    dump(src)
+    out = shm / f"o{ext}"
+    assert run("score", src, "-o", out, "-q").exit_code == 0
+    first = out.read_bytes()
+    res = run("score", src, "-o", out, "--keep", "id", "--overwrite", "-q")
+    assert res.exit_code == 0, res.output
+    got = pq.read_table(out) if ext == ".parquet" else pacsv.read_csv(out)
+    assert got.column_names == ["id", "cce"] and got.num_rows == 200
+    assert got["id"].to_pylist() == list(range(200))
+    assert out.read_bytes() != first and not leftovers(shm)
+
+
+def test_failed_run_into_dev_shm_leaves_nothing(shm):
+    src = shm / "in.parquet"
+    p, y = dump(src)
+    p[150] = [1.5, -0.5, 0.0, 0.0]  # not a probability vector
+    dump(src, p=p, y=y)
+    out = shm / "o.csv"
+    res = run("score", src, "-o", out, "-q")
+    assert res.exit_code == 2 and "row 150" in res.output, res.output
+    assert not out.exists() and not leftovers(shm)
+
+
+def test_output_naming_the_input_in_dev_shm_is_refused(shm, monkeypatch):
+    src = shm / "in.parquet"
+    dump(src)
+    before = src.read_bytes()
+    monkeypatch.chdir(shm)
+    for name in (src, "in.parquet", "./in.parquet"):
+        res = run("score", src, "-o", name, "--format", "parquet", "--overwrite", "-q")
+        assert res.exit_code == 2 and "is the input file" in res.output, res.output
+    assert src.read_bytes() == before and pq.read_table(src).num_rows == 200
+    assert not leftovers(shm)
+
+
+def test_fifo_and_dev_null_are_still_written_in_place(shm):
+    src = shm / "in.parquet"
+    dump(src, n=40)
+    fifo = shm / "pipe"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("data", open(fifo, "rb").read()))
+    reader.start()
+    res = run("score", src, "-o", fifo, "--format", "csv", "-q")
+    reader.join(60)
+    assert res.exit_code == 0, res.output
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and len(got["data"].splitlines()) == 41
+    assert not leftovers(shm)
+    res = run("score", src, "-o", "/dev/null", "--format", "jsonl", "-q")
+    assert res.exit_code == 0, res.output
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
