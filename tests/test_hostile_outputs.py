@@ -176,3 +176,51 @@ def test_fifo_and_dev_null_are_still_written_in_place(shm):
     res = run("score", src, "-o", "/dev/null", "--format", "jsonl", "-q")
     assert res.exit_code == 0, res.output
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+# ---- item 2: a reader that closes the pipe early ----------------------------------------
+
+
+def test_both_text_formats_exit_141_when_the_reader_closes_the_pipe(tmp_path):
+    src = tmp_path / "in.parquet"
+    dump(src, n=60_000)  # megabytes of text (many pipe buffers) in one write (under WRITE_ROWS)
+    results = {}
+    for fmt in ("csv", "jsonl"):
+        proc = subprocess.Popen([sys.executable, "-m", "xent_numba", "score", str(src), "-o", "-",
+                                 "--format", fmt, "--keep", "id", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+        for _ in range(3):
+            assert proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read()
+        results[fmt] = (proc.wait(timeout=120), err)
+    assert results["csv"][0] == 141, results
+    assert results["jsonl"] == results["csv"], results
+    assert b"Error" not in results["jsonl"][1] and b"Traceback" not in results["jsonl"][1]
+
+
+class _ShortWrites:
+    """A file whose ``write`` takes at most 1,000 bytes and says so (as a buffered file does
+    when the reader of a pipe went away part-way through)."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, data):
+        data = bytes(memoryview(data).cast("B"))[:1000]
+        self.data += data
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_short_write_is_never_taken_for_a_whole_one(fmt, monkeypatch):
+    sink = _ShortWrites()
+    table = pa.table({"id": np.arange(5000), "cce": np.linspace(0, 1, 5000)})
+    writer = xio._Csv(sink, table.schema) if fmt == "csv" else xio._JsonLines(sink)
+    writer.write_table(table)
+    writer.close()
+    lines = bytes(sink.data).decode().splitlines()
+    assert len(lines) == 5000 + (fmt == "csv")

@@ -239,6 +239,34 @@ def output_format(path: str, fmt: str | None) -> str:
     return FORMATS[ext]
 
 
+def _write_all(f, data) -> None:
+    """Every byte of ``data`` written to ``f``. A buffered file's ``write`` may take part of
+    what it is given and say so without an error (the reader of a pipe went away, or the
+    disk filled, part-way through): the rest is written again, and that call raises the
+    error (EPIPE, ENOSPC). A write never ends a run with its output silently cut short."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = f.write(view)
+        if not n:
+            raise OSError(errno.EIO, "the output took no bytes")
+        view = view[n:]
+
+
+class _WholeWrites:
+    """A binary file whose ``write`` writes all it is given (``_write_all``); everything else
+    is the file's own."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data) -> int:
+        _write_all(self._f, data)
+        return memoryview(data).nbytes
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 class _JsonLines:
     """JSON Lines, one object per row. NaN and null are ``null``; +-inf are the bare tokens
     ``Infinity`` / ``-Infinity`` (as Python's ``json`` writes them), which ``xent report``,
@@ -255,7 +283,7 @@ class _JsonLines:
                     row[k] = None
             lines.append(json.dumps(row, default=str))
         if lines:
-            self._f.write(("\n".join(lines) + "\n").encode())
+            _write_all(self._f, ("\n".join(lines) + "\n").encode())
 
     def close(self) -> None:
         pass
@@ -275,16 +303,16 @@ class _Csv:
     def write_table(self, table: pa.Table) -> None:
         options = pacsv.WriteOptions(include_header=self._header)
         self._header = False
-        if not (self._one_column and table.column(0).null_count):
-            pacsv.write_csv(table, self._f, options)
-            return
         buf = pa.BufferOutputStream()
         pacsv.write_csv(table, buf, options)
-        lines = buf.getvalue().to_pybytes().split(b"\n")
-        body = [line or b'""' for line in lines[:-1]]
-        if options.include_header:
-            body[0] = lines[0]
-        self._f.write(b"\n".join(body) + b"\n")
+        data = buf.getvalue()
+        if self._one_column and table.column(0).null_count:
+            lines = data.to_pybytes().split(b"\n")
+            body = [line or b'""' for line in lines[:-1]]
+            if options.include_header:
+                body[0] = lines[0]
+            data = b"\n".join(body) + b"\n"
+        _write_all(self._f, data)
 
     def close(self) -> None:
         if self._header:  # no rows: the header alone
@@ -489,18 +517,23 @@ def write_error(path, exc: OSError) -> InvalidInputError:
 def write_text(path, text: str, overwrite: bool) -> None:
     """``text`` written atomically to ``path`` (a temporary file renamed into place), or to
     standard output / a special file in place."""
-    if is_stdout(path):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    if is_special(path):
-        with open(path, "a") as f:
-            f.write(text)
-        return
+    try:
+        if is_stdout(path):
+            sys.stdout.flush()
+            _write_all(sys.stdout.buffer, text.encode())
+            sys.stdout.buffer.flush()
+            return
+        if is_special(path):
+            with open(path, "ab") as f:
+                _write_all(f, text.encode())
+            return
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp = temp_name(path)
     try:
         with deferred_signals():
-            tmp.write_text(text)
+            with open(tmp, "xb") as f:
+                _write_all(f, text.encode())
             rename_into_place(tmp, path, overwrite)
     except OSError as exc:
         raise write_error(path, exc) from None
@@ -538,18 +571,18 @@ class AtomicWriter:
             self._file = self._remote.open()
             self._owned = True
         elif is_stdout(path):
-            self._file = sys.stdout.buffer
+            self._file = _WholeWrites(sys.stdout.buffer)
             self._owned = False
         elif is_special(path):
             try:
-                self._file = open(path, "ab")
+                self._file = _WholeWrites(open(path, "ab"))
             except OSError as exc:
                 raise write_error(path, exc) from None
             self._owned = True
         else:
             self.tmp = temp_name(path)
             try:
-                self._file = open(self.tmp, "xb")
+                self._file = _WholeWrites(open(self.tmp, "xb"))
             except OSError as exc:
                 raise InvalidInputError(
                     f"{path}: cannot create the output in {self.tmp.parent} ({exc.strerror or exc})"
