@@ -357,3 +357,49 @@ def test_csv_keeps_a_string_view_column(tmp_path):
     assert res.exit_code == 0, res.output
     opts = pacsv.ConvertOptions(strings_can_be_null=True)
     assert pacsv.read_csv(out, convert_options=opts)["v"].to_pylist() == ["x", None, "z"]
+
+
+# ---- item 5: --summary-json is strict JSON and says what was run -----------------------------
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_summary_json_is_strict_and_records_the_run(tmp_path):
+    p = np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25], [0.2, 0.3, 0.5]])
+    y = np.array([1, 0, 2])
+    src = tmp_path / "in.parquet"
+    dump(src, p=p, y=y)
+    out, summary = tmp_path / "o.parquet", tmp_path / "s.json"
+    res = run("score", src, "-o", out, "--eps", "none", "--loss", "cce", "--log-base", "2",
+              "--summary-json", summary, "--keep", "id")
+    assert res.exit_code == 0, res.output
+    s = _strict(summary.read_text())
+    cce = s["losses"]["cce"]
+    assert cce["max"] == "Infinity" and cce["mean"] == "Infinity" and cce["count"] == 3
+    assert cce["min"] == pytest.approx(ref.cce(p, y, eps="none", log_base=2)[1])
+    assert s["version"] == __version__
+    assert s["inputs"] == {"given": [str(src)], "files": 1}
+    assert s["output"] == str(out) and s["format"] == "parquet"
+    assert s["engine"] == "local" and s["device"] == "cpu"
+    opts = s["options"]
+    assert opts["loss"] == "cce" and opts["eps"] == "none" and opts["log_base"] == 2.0
+    for key in ("from_logits", "label_smoothing", "class_weight", "pos_weight", "ignore_index",
+                "bce_reduce", "normalize", "on_invalid", "keep", "pred", "label"):
+        assert key in opts, key
+    assert opts["keep"] == ["id"] and opts["on_invalid"] == "error"
+    q = cce["quantiles"]
+    assert q["exact"] is False and "sketch" in q["method"] and 0 < q["relative_error"] < 0.01
+    for words in ("median~", "p95~", "approximate"):
+        assert words in res.stdout, res.stdout
+
+
+def test_summary_json_writes_nan_as_a_string():
+    from xent_numba import cli
+
+    assert cli._strict_json({"a": [math.nan, -math.inf, 1.5, {"b": math.inf}], "c": None}) == {
+        "a": ["NaN", "-Infinity", 1.5, {"b": "Infinity"}], "c": None}
