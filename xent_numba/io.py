@@ -459,8 +459,9 @@ def _text_bytes(lines):
     for chunk in lines.chunks:
         if len(chunk) == 0:
             continue
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset:chunk.offset + len(chunk) + 1]
-        yield chunk.buffers()[2][int(offsets[0]):int(offsets[-1])]
+        _, offsets, data = chunk.buffers()
+        first, last = np.frombuffer(offsets, dtype=np.int64)[[chunk.offset, chunk.offset + len(chunk)]]
+        yield data[int(first):int(last)]
 
 
 class _JsonLines:
@@ -494,8 +495,9 @@ class _JsonLines:
 
 def _csv_table(table: pa.Table, first_row: int) -> pa.Table:
     """``table`` with every column as CSV can write it (``_csv_text``)."""
-    cols = [_converted(table.column(i), _csv_text, name, first_row, "CSV") for i, name in enumerate(table.column_names)]
-    return pa.Table.from_arrays(cols, names=table.column_names)
+    names = table.column_names
+    cols = [_converted(table.column(i), _csv_text, name, first_row, "CSV") for i, name in enumerate(names)]
+    return pa.Table.from_arrays(cols, names=names)
 
 
 class _Csv:
