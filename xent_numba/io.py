@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -350,6 +349,8 @@ def _converted(col, convert, name: str, first_row: int, what: str):
     return pa.chunked_array(chunks)
 
 
+# JSON text. The functions that build it import pyarrow.compute themselves, not this
+# module: a run that writes no JSON Lines never loads it.
 _NULL = "null"
 # printable ASCII but '"' and '\': the strings json.dumps writes as they are, in quotes
 _PLAIN_JSON = r"^[ !#-\[\]-~]*$"
@@ -359,6 +360,8 @@ _NON_FINITE = (("nan", _NULL), ("-nan", _NULL), ("inf", "Infinity"), ("-inf", "-
 def _json_strings(s):
     """JSON text of a large_string array, escaped exactly as ``json.dumps`` escapes (ASCII
     out): most values are quoted as they are, the few that need escaping go through it."""
+    import pyarrow.compute as pc
+
     quoted = pc.binary_join_element_wise(_lit('"'), s, _lit('"'), _lit(""))
     escape = pc.invert(pc.match_substring_regex(s, _PLAIN_JSON)).fill_null(False)
     if pc.any(escape).as_py():
@@ -371,6 +374,8 @@ def _json_floats(arr):
     """The shortest text that reads back as the same value of the array's float type (as
     Arrow's cast and its CSV writer write it); NaN is ``null``, +-inf ``Infinity`` /
     ``-Infinity``."""
+    import pyarrow.compute as pc
+
     text = arr.cast(_TEXT)
     for word, token in _NON_FINITE:
         text = pc.if_else(pc.equal(text, _lit(word)), _lit(token), text)
@@ -379,6 +384,8 @@ def _json_floats(arr):
 
 def _list_json(arr):
     """``[a, b]`` for each list (list, large list, fixed-size list) of ``arr``."""
+    import pyarrow.compute as pc
+
     t = arr.type
     if pa.types.is_fixed_size_list(t):
         size = t.list_size
@@ -395,6 +402,8 @@ def _list_json(arr):
 
 def _struct_json(arr):
     """``{"field": value, ...}`` for each struct of ``arr``."""
+    import pyarrow.compute as pc
+
     t = arr.type
     if t.num_fields == 0:
         text = pa.array(["{}"] * len(arr), _TEXT)
@@ -478,6 +487,8 @@ class _JsonLines:
         self._rows = 0  # rows written: the output row number of the next one
 
     def write_table(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc
+
         for start in range(0, table.num_rows, TEXT_ROWS):
             part = table.slice(start, TEXT_ROWS)
             pieces = []
