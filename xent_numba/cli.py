@@ -155,7 +155,7 @@ def score(
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace OUTPUT (and --summary-json) if it exists; an input is never replaced.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: from OUTPUT's extension).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress bar, summary or notes; errors only.")] = False,
-    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this path (checked before the run, like OUTPUT).", show_default=False)] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary and what was run as strict JSON to this path (checked before the run, like OUTPUT).", show_default=False)] = None,
     engine: Annotated[Engine, typer.Option(help="local: this process; dask: a Dask cluster (pip install 'xent-numba\\[dask]').")] = Engine("local"),
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: an embedded LocalCluster).", envvar="XENT_DASK_SCHEDULER", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(help="Dask LocalCluster worker processes, one thread each (default: one in-process worker with a thread per core).", show_default=False, min=1)] = None,
@@ -230,13 +230,12 @@ def score(
                     on_warning=None if quiet else _warn, **kwargs,
                 )
         elapsed = time.perf_counter() - started
-        report = summary.to_dict() | {
-            "output": str(output),
-            "wall_seconds": elapsed,
-            "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
-        }
         if summary_json is not None:
-            io.write_text(summary_json, json.dumps(report, indent=2) + "\n", overwrite)
+            record = _run_record(summary, elapsed, inputs=inputs, files=files, output=output, opts=opts,
+                                 fmt="parquet" if engine == "dask" else io.output_format(str(output), fmt),
+                                 engine=engine)
+            text = json.dumps(_strict_json(record), indent=2, allow_nan=False)
+            io.write_text(summary_json, text + "\n", overwrite)
     except InvalidInputError as e:
         if getattr(e, "pipe_closed", False):  # `-o - | head`: the reader had enough
             raise typer.Exit(141) from None
@@ -271,6 +270,45 @@ def _from_command_line(ctx: typer.Context, option: str) -> bool:
     """The option was typed on the command line (not taken from its environment variable)."""
     source = ctx.get_parameter_source(option.lstrip("-").replace("-", "_"))
     return source is None or source.name == "COMMANDLINE"
+
+
+def _run_record(summary, elapsed: float, *, inputs, files, output, opts, fmt: str, engine: str) -> dict:
+    """What ``--summary-json`` holds: what was run (version, inputs as given and how many
+    files they named, output, format, engine, device, every scoring option), then the
+    summary (``Summary.to_dict``), each loss with how its median and p95 were found
+    (``summary.QUANTILES``: approximate), and the timing."""
+    import dataclasses
+
+    from .summary import QUANTILES
+
+    d = summary.to_dict()
+    d["losses"] = {name: st | {"quantiles": QUANTILES} for name, st in d["losses"].items()}
+    options = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name != "device"}
+    return {
+        "version": __version__,
+        "inputs": {"given": [str(i) for i in inputs], "files": len(files)},
+        "output": str(output),
+        "format": fmt,
+        "engine": engine,
+        "device": opts.device,
+        "options": options,
+        **d,
+        "wall_seconds": elapsed,
+        "rows_per_second": summary.rows / elapsed if elapsed > 0 else None,
+    }
+
+
+def _strict_json(value):
+    """``value`` with each non-finite float as a string, ``"Infinity"``, ``"-Infinity"`` or
+    ``"NaN"`` (what ``float()`` reads back): strict JSON, which every parser accepts (the
+    bare tokens Python's ``json`` writes are not JSON). ``None`` stays ``null``: no value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def _is_stdout(output: str) -> bool:
@@ -367,13 +405,17 @@ def show_summary(summary, elapsed: float, output, console=None) -> None:
         f"{d['rows'] / elapsed:,.0f}" if elapsed > 0 else "-",
     )
     out_console.print(table)
+    from .summary import QUANTILES
+
+    # median and p95 come from the log-binned histogram: marked approximate (~)
     losses = Table(show_edge=True)
-    for name in ("loss", "mean", "median", "p95", "max"):
+    for name in ("loss", "mean", "median~", "p95~", "max"):
         losses.add_column(name, justify="right" if name != "loss" else "left")
     for name, st in d["losses"].items():
         cells = [st[k] for k in ("mean", "median", "p95", "max")]
         losses.add_row(name, *("-" if v is None else f"{v:.4g}" for v in cells))
     out_console.print(losses)
+    out_console.print(f"~ {QUANTILES['description']}", highlight=False, soft_wrap=True)
     if d["worst_classes"]:
         worst = Table(title="worst classes by mean CCE", title_justify="left")
         for name in ("class", "mean CCE", "rows"):

@@ -24,6 +24,18 @@ BINS_PER_DECADE = 200
 LOG_LO, LOG_HI = -12, 6
 N_BINS = (LOG_HI - LOG_LO) * BINS_PER_DECADE + 2  # + one for 0 (and below 1e-12), one for above 1e6
 
+# How median and p95 are found (recorded per loss in --summary-json, named in the tables):
+# from the histogram, the centre of the quantile's bin, never exact
+QUANTILE_RELATIVE_ERROR = 10 ** (1 / (2 * BINS_PER_DECADE)) - 1
+QUANTILES = {
+    "exact": False,
+    "method": "log-binned histogram sketch",
+    "relative_error": QUANTILE_RELATIVE_ERROR,
+    "range": [10.0**LOG_LO, 10.0**LOG_HI],
+    "description": f"median and p95 are approximate (log-binned sketch, within {QUANTILE_RELATIVE_ERROR:.2%} "
+                   f"relative for losses in [1e{LOG_LO}, 1e{LOG_HI}])",
+}
+
 
 # Bin b (1 .. N_BINS-2) holds the losses in [EDGES[b-1], EDGES[b]); bin 0 those <= 1e-12
 # (zeros included), the last bin those >= 1e6 (and inf).
