@@ -1,0 +1,357 @@
+"""Hostile inputs: what a run reads. Every file is generated here. The property, for every
+layout of folders and files: the rows out are exactly the rows of the files a user means,
+in order, or the run is a clear exit 2 naming the file, with no output left behind.
+
+- hidden and bookkeeping folders (``_temporary/``, ``.ipynb_checkpoints/``) are skipped at
+  every depth, by every engine and every filesystem, and by a glob's wildcards;
+- both engines accept the same inputs, or refuse one by name before any work;
+- links to folders are followed like links to files; a loop, or a file reached twice, is
+  refused;
+- many files: a run holds a few open at a time (a low ``ulimit -n`` is no obstacle);
+- an input changed while it is read is exit 2 naming it, never SIGBUS;
+- an Arrow IPC file's row width is estimated from its first record batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+from tests.test_hostile import leftovers, run
+from xent_numba import io as xio
+from xent_numba import storage
+
+C = 3
+
+
+def table(ids) -> pa.Table:
+    """Rows ``ids`` (the ``id`` column tells which file and row each output row came from)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    p = np.full((len(ids), C), 1 / C, dtype=np.float32)
+    pred = pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), C)
+    return pa.table({"id": ids, "pred": pred, "label": ids % C})
+
+
+def write(path: Path, ids, kind=None, **kw) -> list[int]:
+    """A data file of rows ``ids``: Parquet, or Arrow IPC for .arrow / .feather / .ipc."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = table(ids)
+    if (kind or path.suffix) in (".arrow", ".feather", ".ipc", "arrow"):
+        feather.write_feather(t, path, compression=kw.pop("compression", "uncompressed"), **kw)
+    else:
+        pq.write_table(t, path, **kw)
+    return list(ids)
+
+
+def ids_of(out: Path) -> list[int]:
+    return pq.read_table(out).column("id").to_pylist()
+
+
+def score(inputs, out: Path, engine="local", *extra):
+    args = ["score", *map(str, inputs), "-o", out, "--keep", "id", "-q", *extra]
+    if engine != "local":
+        args += ["--engine", engine]
+    return run(*args)
+
+
+# ---- 1. hidden and bookkeeping folders --------------------------------------------------
+
+
+def bookkeeping_tree(root: Path) -> list[int]:
+    """A dump with Spark's, Jupyter's and others' folders at several depths (rows 900+ must
+    never come out); returns the rows a user means, in order."""
+    want = write(root / "a.parquet", range(0, 5))
+    want += write(root / "sub" / "b.parquet", range(5, 9))
+    want += write(root / "sub" / "deeper" / "c.parquet", range(9, 12))
+    for i, hidden in enumerate([
+        "_temporary/0/_temporary/attempt_1/part-0.parquet", ".ipynb_checkpoints/a-checkpoint.parquet",
+        "sub/_tmp/b.parquet", "sub/deeper/.snapshot/c.parquet", "sub/.Trash-1000/files/x.parquet",
+        "_SUCCESS/odd.parquet", ".git/x.parquet", "sub/_delta_log/00.parquet",
+    ]):
+        write(root / hidden, range(900 + 10 * i, 905 + 10 * i))
+    (root / "_SUCCESS.parquet").write_bytes(b"")  # hidden file names were always skipped
+    return want
+
+
+def test_hidden_folders_are_skipped_at_every_depth(tmp_path):
+    root = tmp_path / "dump"
+    want = bookkeeping_tree(root)
+    got = xio.expand_inputs([str(root)])
+    assert got == [str(root / "a.parquet"), str(root / "sub/b.parquet"), str(root / "sub/deeper/c.parquet")]
+    out = tmp_path / "o.parquet"
+    res = score([root], out)
+    assert res.exit_code == 0, res.output
+    assert ids_of(out) == want
+
+
+@pytest.mark.slow
+def test_dask_skips_the_same_hidden_folders(tmp_path):
+    pytest.importorskip("distributed")
+    root = tmp_path / "dump"
+    want = bookkeeping_tree(root)
+    out = tmp_path / "scores"
+    res = score([root], out, "dask")
+    assert res.exit_code == 0, res.output
+    assert ids_of(out) == want
+
+
+def test_a_folder_named_by_the_user_is_read_even_if_hidden(tmp_path):
+    root = tmp_path / "_staging"
+    want = write(root / "a.parquet", range(3)) + write(root / "s" / "b.parquet", range(3, 6))
+    write(root / "_temporary" / "x.parquet", range(900, 903))
+    out = tmp_path / "o.parquet"
+    assert score([root], out).exit_code == 0 and ids_of(out) == want
+    named = root / "_temporary" / "x.parquet"  # a hidden file named outright is that file
+    assert xio.expand_inputs([str(named)]) == [str(named)]
+
+
+def test_glob_wildcards_never_match_hidden_names_literal_segments_do(tmp_path, monkeypatch):
+    root = tmp_path / "d"
+    bookkeeping_tree(root)
+    write(root / "_data" / "x.parquet", range(100, 102))
+    write(root / "_part-9.parquet", range(950, 952))
+    monkeypatch.chdir(tmp_path)
+    assert xio.expand_inputs(["d/*/*.parquet"]) == ["d/sub/b.parquet"]
+    assert xio.expand_inputs(["d/*.parquet"]) == ["d/a.parquet"]
+    assert xio.expand_inputs(["d/**/*.parquet"]) == ["d/a.parquet", "d/sub/b.parquet", "d/sub/deeper/c.parquet"]
+    assert xio.expand_inputs(["d/*/deeper/*.parquet"]) == ["d/sub/deeper/c.parquet"]
+    # spelled out by the user: taken as named
+    assert xio.expand_inputs(["d/_data/*.parquet"]) == ["d/_data/x.parquet"]
+    assert xio.expand_inputs(["d/sub/_tm?/*.parquet"]) == ["d/sub/_tmp/b.parquet"]
+    assert xio.expand_inputs(["d/_*/x.parquet"]) == ["d/_data/x.parquet"]
+    assert xio.expand_inputs([str(tmp_path / "d" / "**" / "c.parquet")]) == [str(root / "sub/deeper/c.parquet")]
+
+
+def test_fsspec_and_object_store_globs_skip_hidden_segments_too():
+    fsspec = pytest.importorskip("fsspec")
+    mem = fsspec.filesystem("memory")
+    buf = pa.BufferOutputStream()
+    pq.write_table(table([1]), buf)
+    base = f"hidden-{os.getpid()}-{time.monotonic_ns()}"
+    for key in ["a.parquet", "_temporary/0/b.parquet", ".x/c.parquet", "s/e.parquet", "_s/f.parquet",
+                "s/.ipynb_checkpoints/g.parquet"]:
+        mem.pipe(f"/{base}/{key}", buf.getvalue().to_pybytes())
+    names = lambda url, ext=(): [str(x).split(f"{base}/", 1)[1] for x in storage.expand(url, extensions=ext)]  # noqa: E731
+    assert names(f"memory://{base}/", (".parquet",)) == ["a.parquet", "s/e.parquet"]
+    assert names(f"memory://{base}/*/*.parquet") == ["s/e.parquet"]
+    assert names(f"memory://{base}/**/*.parquet") == ["a.parquet", "s/e.parquet"]
+    assert names(f"memory://{base}/_s/*.parquet") == ["_s/f.parquet"]
+    assert names(f"memory://{base}/_*/*.parquet") == ["_s/f.parquet"]
+    assert names(f"memory://{base}/_temporary/*/*.parquet") == ["_temporary/0/b.parquet"]
+
+
+def test_one_hidden_rule_for_every_segment():
+    assert storage.is_hidden("_temporary") and storage.is_hidden(".ipynb_checkpoints")
+    assert not storage.is_hidden("part-0.parquet")
+    assert storage.segment_matches("_tmp", "_tmp") and storage.segment_matches("_tmp", "_t*")
+    assert not storage.segment_matches("_tmp", "*") and not storage.segment_matches(".x", "?x")
+    assert storage.segment_matches("a1", "a[0-9]") and not storage.segment_matches("b1", "a*")
+
+
+# ---- 3. links to folders ----------------------------------------------------------------
+
+
+def test_linked_folders_are_followed_like_linked_files(tmp_path):
+    root, elsewhere = tmp_path / "dump", tmp_path / "elsewhere"
+    want = write(root / "a.parquet", range(3))
+    write(elsewhere / "run" / "x.parquet", range(3, 6))
+    write(elsewhere / "run" / "_temporary" / "y.parquet", range(900, 902))  # hidden below the link too
+    write(elsewhere / "one.parquet", range(6, 8))
+    os.symlink(elsewhere / "run", root / "b-linked")
+    os.symlink(elsewhere / "one.parquet", root / "c.parquet")
+    want += [3, 4, 5, 6, 7]
+    out = tmp_path / "o.parquet"
+    res = score([root], out)
+    assert res.exit_code == 0, res.output
+    assert ids_of(out) == want
+    assert xio.expand_inputs([str(root / "*" / "*.parquet")]) == [str(root / "b-linked" / "x.parquet")]
+
+
+@pytest.mark.parametrize("target", ["parent", "self", "root", "above"])
+def test_a_link_loop_is_refused_at_once(tmp_path, target):
+    root = tmp_path / "dump"
+    write(root / "a.parquet", range(3))
+    (root / "sub").mkdir()
+    write(root / "sub" / "b.parquet", range(3, 5))
+    link = root / "sub" / "loop"
+    os.symlink({"parent": "..", "self": ".", "root": str(root), "above": str(tmp_path)}[target], link)
+    started = time.monotonic()
+    for given in (root, tmp_path / "dump" / "**" / "*.parquet"):
+        out = tmp_path / "o.parquet"
+        res = score([given], out)
+        assert res.exit_code == 2, res.output
+        assert "loop" in res.output and str(link) in res.output
+        assert not out.exists()
+    assert time.monotonic() - started < 30
+    # a hidden link is skipped like any hidden name, loop or not
+    os.rename(link, root / "sub" / ".loop")
+    assert xio.expand_inputs([str(root)]) == [str(root / "a.parquet"), str(root / "sub" / "b.parquet")]
+
+
+@pytest.mark.parametrize("how", ["file link", "folder link", "hard link"])
+def test_a_file_reached_twice_is_refused(tmp_path, how):
+    root = tmp_path / "dump"
+    write(root / "run-3" / "x.parquet", range(3))
+    if how == "file link":
+        os.symlink(root / "run-3" / "x.parquet", root / "latest.parquet")
+    elif how == "folder link":
+        os.symlink("run-3", root / "latest")
+    else:
+        os.link(root / "run-3" / "x.parquet", root / "copy.parquet")
+    out = tmp_path / "o.parquet"
+    res = score([root], out)
+    assert res.exit_code == 2, res.output
+    assert "same file" in res.output and "run-3" in res.output and not out.exists()
+    # named one by one, a file is the user's explicit choice: read as named
+    assert xio.expand_inputs([str(root / "run-3" / "x.parquet")] * 2) == [str(root / "run-3" / "x.parquet")] * 2
+
+
+def test_a_broken_link_with_a_data_name_is_refused(tmp_path):
+    root = tmp_path / "dump"
+    write(root / "a.parquet", range(3))
+    os.symlink(tmp_path / "gone.parquet", root / "b.parquet")
+    os.symlink(tmp_path / "gone.txt", root / "notes.txt")  # not data: no matter
+    res = score([root], tmp_path / "o.parquet")
+    assert res.exit_code == 2 and "broken link" in res.output and "b.parquet" in res.output, res.output
+
+
+# ---- a sweep over random layouts ----------------------------------------------------------
+
+
+class Tree:
+    """A random dump (seeded): folders and files at several depths, some hidden (. or _),
+    folders and files linked from a place outside it, Parquet and Arrow IPC files, other
+    files. ``want``: path -> rows of every file a user means (rows 10**6 and up are in files
+    nobody means); ``trouble``: "loop" or "same file" when the tree holds a link that loops
+    back or a second way to one data file (then the run is refused), else None."""
+
+    def __init__(self, seed: int, root: Path, *, arrow=True, trouble=False, width=3, hidden=0.3):
+        self.rng = np.random.default_rng(seed)
+        self.hidden_odds = hidden
+        self.root, self.outside = root, root.parent / f"{root.name}-outside"
+        self.arrow, self.width = arrow, width
+        self.want: dict[str, list[int]] = {}
+        self.meant_folders: list[Path] = []
+        self.trouble = self.again = None
+        self._next, self._unmeant, self._links = 0, 10**6, 0
+        self.fill(root, root, True, 0)
+        self.hidden_loop()
+        if trouble:
+            self.make_trouble()
+
+    def ids(self, n: int, meant: bool) -> range:
+        if meant:
+            self._next += n
+            return range(self._next - n, self._next)
+        self._unmeant += n
+        return range(self._unmeant - n, self._unmeant)
+
+    def name(self, stem: str, odds: float) -> tuple[str, bool]:
+        if self.rng.random() < odds * self.hidden_odds / 0.3:
+            return self.rng.choice([".", "_"]) + stem, True
+        return stem, False
+
+    def fill(self, real: Path, logical: Path, meant: bool, depth: int) -> None:
+        real.mkdir(parents=True, exist_ok=True)
+        if meant:
+            self.meant_folders.append(logical)
+        exts = [".parquet", ".arrow", ".feather", ".txt"] if self.arrow else [".parquet", ".parquet", ".txt"]
+        for k in range(int(self.rng.integers(1, self.width + 2))):
+            stem, hidden = self.name(f"f{k}", 0.25)
+            ext = str(self.rng.choice(exts))
+            if ext == ".txt":
+                (real / f"{stem}{ext}").write_text("not data")
+                continue
+            ids = self.ids(int(self.rng.integers(1, 4)), meant and not hidden)
+            compression = str(self.rng.choice(["uncompressed", "lz4"])) if ext != ".parquet" else None
+            write(real / f"{stem}{ext}", ids, **({"compression": compression} if compression else {}))
+            if meant and not hidden:
+                self.want[str(logical / f"{stem}{ext}")] = list(ids)
+        if self.rng.random() < 0.3:  # a file kept elsewhere, linked in
+            stem, hidden = self.name("linked", 0.3)
+            self._links += 1
+            target = self.outside / f"file-{self._links}.parquet"
+            ids = self.ids(2, meant and not hidden)
+            write(target, ids)
+            os.symlink(target, real / f"{stem}.parquet")
+            if meant and not hidden:
+                self.want[str(logical / f"{stem}.parquet")] = list(ids)
+        if depth >= 3:
+            return
+        for k in range(int(self.rng.integers(1, self.width + 1))):
+            stem, hidden = self.name(f"d{k}", 0.3)
+            if self.rng.random() < 0.3:  # a folder kept elsewhere, linked in
+                self._links += 1
+                target = self.outside / f"dir-{self._links}"
+                self.fill(target, logical / stem, meant and not hidden, depth + 1)
+                os.symlink(target, real / stem)
+            else:
+                self.fill(real / stem, logical / stem, meant and not hidden, depth + 1)
+
+    def real(self, logical: Path) -> Path:
+        return Path(os.path.realpath(logical))
+
+    def hidden_loop(self) -> None:
+        """A loop behind a hidden name: skipped like any hidden name, so harmless."""
+        folder = self.meant_folders[int(self.rng.integers(len(self.meant_folders)))]
+        os.symlink(self.real(self.root), self.real(folder) / "_loop")
+
+    def make_trouble(self) -> None:
+        folder = self.meant_folders[int(self.rng.integers(len(self.meant_folders)))]
+        if not self.want or self.rng.random() < 0.5:
+            os.symlink(self.real(self.root), self.real(folder) / "zz-loop")
+            self.trouble = "loop"
+        else:
+            path = Path(str(self.rng.choice(sorted(self.want))))
+            os.symlink(self.real(path), self.real(folder) / f"zz-again{path.suffix}")
+            self.trouble, self.again = "same file", path.suffix
+
+    def rows(self, ext=None) -> list[int]:
+        """The rows a user means, in order (files sorted by path), of ``ext`` files only if given."""
+        return [i for p in sorted(self.want) if ext is None or p.endswith(ext) for i in self.want[p]]
+
+
+def _expect(res, out: Path, tree: Tree, rows: list[int], trouble) -> None:
+    if trouble:
+        assert res.exit_code == 2 and trouble in res.output, res.output
+    elif not rows:
+        assert res.exit_code == 2 and ("holds no" in res.output or "no file matches" in res.output), res.output
+    else:
+        assert res.exit_code == 0, res.output
+        assert ids_of(out) == rows
+        return
+    assert not out.exists() and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_layouts_read_exactly_the_files_meant(tmp_path, seed):
+    tree = Tree(seed, tmp_path / "dump", trouble=seed % 4 == 3)
+    out = tmp_path / "o.parquet"
+    _expect(score([tree.root], out), out, tree, tree.rows(), tree.trouble)
+    # a recursive glob means the same files (of its extension)
+    trouble = tree.trouble if tree.trouble == "loop" or tree.again == ".parquet" else None
+    out.unlink(missing_ok=True)
+    _expect(score([tree.root / "**" / "*.parquet"], out), out, tree, tree.rows(".parquet"), trouble)
+
+
+def test_a_wide_random_layout_of_thousands_of_files(tmp_path):
+    tree = Tree(101, tmp_path / "dump", width=14, hidden=0.05)
+    assert len(tree.want) > 2000
+    out = tmp_path / "o.parquet"
+    _expect(score([tree.root], out), out, tree, tree.rows(), None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 7])
+def test_random_parquet_layouts_read_the_same_by_dask(tmp_path, seed):
+    pytest.importorskip("distributed")
+    tree = Tree(seed, tmp_path / "dump", arrow=False)
+    out = tmp_path / "scores"
+    _expect(score([tree.root], out, "dask"), out, tree, tree.rows(), None)
