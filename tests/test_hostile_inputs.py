@@ -155,6 +155,45 @@ def test_one_hidden_rule_for_every_segment():
     assert storage.segment_matches("a1", "a[0-9]") and not storage.segment_matches("b1", "a*")
 
 
+# ---- 2. both engines accept the same inputs ----------------------------------------------
+
+
+@pytest.mark.parametrize("named", ["directory", "file", "glob"])
+def test_dask_refuses_arrow_inputs_by_name_before_any_work(tmp_path, monkeypatch, named):
+    pytest.importorskip("distributed")
+    from xent_numba import dask as xd
+
+    def never(*a, **k):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(xd, "_plan", never)
+    monkeypatch.setattr(xd, "_cluster", never)
+    root = tmp_path / "mixed"
+    write(root / "a.parquet", range(5))
+    write(root / "b.arrow", range(5, 9))
+    write(root / "c.feather", range(9, 12))
+    given = {"directory": root, "file": root / "b.arrow", "glob": root / "*"}[named]
+    out = tmp_path / "scores"
+    res = score([given], out, "dask")
+    assert res.exit_code == 2, res.output
+    assert "b.arrow" in res.output and "--engine local" in res.output and "Traceback" not in res.output
+    assert not out.exists() and not leftovers(tmp_path)
+    # the --summary-json pre-check expands the same way, and so refuses the same
+    res = score([given], out, "dask", "--summary-json", tmp_path / "s.json")
+    assert res.exit_code == 2 and "--engine local" in res.output, res.output
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_the_local_engine_reads_the_mixed_folder_whole(tmp_path):
+    root = tmp_path / "mixed"
+    want = write(root / "a.parquet", range(5)) + write(root / "b.arrow", range(5, 9))
+    want += write(root / "c.feather", range(9, 12), compression="lz4") + write(root / "d.ipc", range(12, 13))
+    out = tmp_path / "o.parquet"
+    res = score([root], out, "local", "--summary-json", tmp_path / "s.json")
+    assert res.exit_code == 0, res.output
+    assert ids_of(out) == want
+
+
 # ---- 3. links to folders ----------------------------------------------------------------
 
 

@@ -102,6 +102,16 @@ def _score_frame(df, opts, cols, out_type, partition_info=None):
 # ---- the CLI engine ---------------------------------------------------------------------
 
 
+def _parquet_only(files) -> None:
+    """Refuse, before any work, an input the Dask engine cannot read (it reads Parquet
+    only): never a file silently left out of a run."""
+    for f in files:
+        if str(f).lower().endswith(io.IPC_EXT):
+            raise InvalidInputError(
+                "is Arrow IPC/Feather, which --engine dask does not read; score it with "
+                "--engine local (or convert it to Parquet)", source=str(f))
+
+
 def _plan(files, opts):
     """``[(file, global_row_offset)]`` per row group, from the Parquet footers; the columns
     and the one schema every partition is cast to (``pipeline.plan_inputs``); the row count."""
@@ -198,7 +208,8 @@ def score_files(
     if fmt not in (None, "parquet"):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
     out = Path(output)
-    files = io.expand_inputs(inputs, io.PARQUET_EXT, storage_options)
+    files = io.expand_inputs(inputs, storage_options=storage_options)  # what the local engine reads
+    _parquet_only(files)
     if storage.is_url(storage.local_path(str(output))):
         return _score_to_url(dd, distributed, files, str(output), opts, scheduler, workers, overwrite,
                              on_progress, on_start, storage_options)
