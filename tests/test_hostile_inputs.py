@@ -9,12 +9,14 @@ in order, or the run is a clear exit 2 naming the file, with no output left behi
   refused;
 - many files: a run holds a few open at a time (a low ``ulimit -n`` is no obstacle);
 - an input changed while it is read is exit 2 naming it, never SIGBUS;
-- an Arrow IPC file's row width is estimated from its first record batch.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +26,10 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_hostile import leftovers, run
+from tests.test_hostile import ROOT, leftovers, run
 from xent_numba import io as xio
-from xent_numba import storage
+from xent_numba import pipeline, storage
+from xent_numba.errors import InvalidInputError
 
 C = 3
 
@@ -59,6 +62,10 @@ def score(inputs, out: Path, engine="local", *extra):
     if engine != "local":
         args += ["--engine", engine]
     return run(*args)
+
+
+def xent_env(**extra):
+    return dict(os.environ, PYTHONPATH=str(ROOT), **extra)
 
 
 # ---- 1. hidden and bookkeeping folders --------------------------------------------------
@@ -259,6 +266,247 @@ def test_a_broken_link_with_a_data_name_is_refused(tmp_path):
     os.symlink(tmp_path / "gone.txt", root / "notes.txt")  # not data: no matter
     res = score([root], tmp_path / "o.parquet")
     assert res.exit_code == 2 and "broken link" in res.output and "b.parquet" in res.output, res.output
+
+
+# ---- 4. many files ----------------------------------------------------------------------
+
+
+def many_files(root: Path, n: int, rows: int = 2, arrow_every: int = 3) -> list[int]:
+    """``n`` tiny files (every ``arrow_every``-th one Arrow IPC) in a few folders."""
+    want = []
+    for i in range(n):
+        ext = ".arrow" if arrow_every and i % arrow_every == 0 else ".parquet"
+        want += write(root / f"g{i // 500:02d}" / f"part-{i:05d}{ext}", range(i * rows, (i + 1) * rows))
+    return want
+
+
+_LOW_FD_RUN = """
+import resource, sys
+from xent_numba import pipeline
+pipeline.score_files([sys.argv[1]], sys.argv[2], pipeline.ScoreOptions(keep=("id",)))
+print("fd limit", resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+
+
+def test_a_thousand_files_under_a_low_file_limit(tmp_path):
+    root = tmp_path / "dump"
+    want = many_files(root, 1100)
+    out = tmp_path / "o.parquet"
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    res = subprocess.run([sys.executable, "-c", _LOW_FD_RUN, str(root), str(out)], capture_output=True,
+                         env=xent_env(), timeout=300, preexec_fn=low_limit)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    assert b"(256, 256)" in res.stdout
+    assert ids_of(out) == want
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_open_files_stay_bounded_with_thousands_of_inputs(tmp_path, monkeypatch):
+    root = tmp_path / "dump"
+    want = many_files(root, 3000, arrow_every=2)
+    seen = []
+    real = xio.Source.batches
+
+    def counting(self, *a, **k):
+        seen.append(_open_fds())
+        yield from real(self, *a, **k)
+
+    monkeypatch.setattr(xio.Source, "batches", counting)
+    before = _open_fds()
+    out = tmp_path / "o.parquet"
+    pipeline.score_files([str(root)], str(out), pipeline.ScoreOptions(keep=("id",)))
+    assert len(seen) == 3000 and ids_of(out) == want
+    # two per memory-mapped file whose batches are still in flight (io.MAX_MAPPED = 32 such
+    # files at most), a few for the rest
+    assert max(seen) - before <= 80, max(seen) - before
+    assert _open_fds() <= before + 2
+
+
+def test_files_of_one_schema_share_one_schema_object(tmp_path):
+    root = tmp_path / "dump"
+    root.mkdir()
+    for i in range(50):  # pandas metadata differs from file to file (its index range)
+        frame = table(range(i, i + 2)).to_pandas()
+        frame.index = range(i, i + 2)
+        pq.write_table(pa.Table.from_pandas(frame), root / f"p{i:02d}.parquet")
+    pq.write_table(table(range(3)).cast(pa.schema([("id", pa.int32()), ("pred", pa.list_(pa.float32(), C)),
+                                                     ("label", pa.int64())])), root / "q.parquet")
+    assert len({pq.read_schema(p).metadata[b"pandas"] for p in sorted(root.glob("p*"))}) == 50
+    sources = xio.plan_sources(xio.expand_inputs([str(root)]))
+    assert len({id(s.schema) for s in sources}) == 2
+    assert [p for p, _ in xio.distinct_schemas(sources)] == [str(root / "p00.parquet"), str(root / "q.parquet")]
+    assert not hasattr(sources[0], "__dict__")  # a few fields per file, nothing else kept
+
+
+# ---- 5. an input changed while it is read -----------------------------------------------
+
+
+def big_arrow(path: Path, n=1_000_000) -> None:
+    write(path, range(n), chunksize=20_000)
+
+
+def _wait_for_output_bytes(folder: Path, proc, timeout=120.0) -> None:
+    """Until the run's temporary output holds its first rows (reading is under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if any(".tmp-" in p.name and p.stat().st_size > 0 for p in folder.iterdir()):
+            return
+        time.sleep(0.01)
+    raise AssertionError("the run wrote nothing")
+
+
+def _start(src: Path, out: Path):
+    return subprocess.Popen([sys.executable, "-m", "xent_numba", "score", str(src), "-o", str(out), "--keep", "id",
+                             "--batch-rows", "50", "-q"], env=xent_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _check_refused(proc, src: Path, out: Path) -> None:
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode != -7, "SIGBUS"
+    assert proc.returncode == 2, err
+    assert str(src) in err and "changed while it was being read" in err and "Traceback" not in err
+    assert not out.exists() and not leftovers(out.parent)
+
+
+def test_arrow_input_truncated_during_the_run_is_exit_2_not_sigbus(tmp_path):
+    src, out_dir = tmp_path / "in.arrow", tmp_path / "out"
+    big_arrow(src)
+    out_dir.mkdir()
+    out = out_dir / "o.parquet"
+    proc = _start(src, out)
+    _wait_for_output_bytes(out_dir, proc)
+    started = time.monotonic()
+    os.truncate(src, 4096)  # waits for the run to let go of its lease
+    waited = time.monotonic() - started
+    _check_refused(proc, src, out)
+    assert os.path.getsize(src) == 4096 and waited < 40
+
+
+def test_arrow_input_truncated_without_a_lease_is_exit_2(tmp_path):
+    src, out_dir = tmp_path / "in.arrow", tmp_path / "out"
+    big_arrow(src)
+    out_dir.mkdir()
+    out = out_dir / "o.parquet"
+    with open(src, "r+b") as writer:  # open for writing elsewhere: no lease can be had
+        proc = _start(src, out)
+        _wait_for_output_bytes(out_dir, proc)
+        os.ftruncate(writer.fileno(), 4096)
+        _check_refused(proc, src, out)
+
+
+def test_no_lease_reads_through_a_file_and_sees_a_truncation(tmp_path, monkeypatch):
+    src = tmp_path / "in.arrow"
+    write(src, range(10_000), chunksize=1000)
+    monkeypatch.setattr(xio, "_lease_ready", lambda: False)
+    source = xio.Source(str(src))
+    assert not source.zero_copy()
+    batches = source.batches(["id"], 1000)
+    assert next(batches)["id"].to_pylist() == list(range(1000))
+    os.truncate(src, 5000)
+    with pytest.raises(InvalidInputError, match="changed while it was being read") as err:
+        list(batches)
+    assert str(src) in str(err.value)
+
+
+def test_a_lease_is_taken_and_given_back(tmp_path):
+    src = tmp_path / "in.arrow"
+    write(src, range(1000), chunksize=100)
+    source = xio.Source(str(src))
+    assert source.zero_copy()  # mapped under a lease (main thread, a local file of ours)
+    live = xio._Mapped.live
+    got = pa.Table.from_batches(list(source.batches(["id"], 64)))
+    assert got["id"].to_pylist() == list(range(1000))
+    del got
+    assert xio._Mapped.live == live  # the last view gone: unmapped, the lease released
+    fd = os.open(src, os.O_WRONLY | os.O_NONBLOCK)  # a lease still held would refuse this
+    os.close(fd)
+
+
+@pytest.mark.parametrize("decoders", [1, 2])
+def test_parquet_rewritten_in_place_between_planning_and_reading_is_refused(tmp_path, monkeypatch, decoders):
+    src = tmp_path / "in.parquet"
+    write(src, range(4000), row_group_size=500)
+    data = src.read_bytes()
+    real = pipeline.plan_inputs
+
+    def then_rewrite(*a, **k):
+        planned = real(*a, **k)
+        with open(src, "r+b") as f:  # same name, same inode, same size: other bytes
+            f.write(data[:4] + bytes(len(data) - 8) + data[-4:])
+        st = os.stat(src)
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return planned
+
+    monkeypatch.setattr(pipeline, "plan_inputs", then_rewrite)
+    out = tmp_path / "o.parquet"
+    with pytest.raises(InvalidInputError, match="changed while it was being read") as err:
+        pipeline.score_files([str(src)], str(out), pipeline.ScoreOptions(keep=("id",)), threads=decoders)
+    assert str(src) in str(err.value)
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("decoders", [1, 2])
+@pytest.mark.parametrize("change", ["truncated", "rewritten"])
+def test_parquet_changed_while_read_is_refused(tmp_path, decoders, change):
+    src = tmp_path / "in.parquet"
+    write(src, range(40_000), row_group_size=2000)
+    source = xio.Source(str(src))
+    batches = source.batches(["id"], 100, decoders)
+    next(batches)
+    if change == "truncated":
+        os.truncate(src, os.path.getsize(src) // 2)
+    else:
+        with open(src, "r+b") as f:
+            f.seek(100)
+            f.write(b"\0" * 64)
+        st = os.stat(src)
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(InvalidInputError, match="changed while it was being read"):
+        list(batches)
+
+
+@pytest.mark.parametrize("decoders", [1, 2])
+def test_a_file_replaced_by_rename_while_read_is_read_to_its_end(tmp_path, decoders):
+    src = tmp_path / "in.parquet"
+    write(src, range(40_000), row_group_size=2000)
+    source = xio.Source(str(src))
+    batches = source.batches(["id"], 100, decoders)
+    got = next(batches)["id"].to_pylist()
+    write(tmp_path / "new.parquet", range(7))
+    os.replace(tmp_path / "new.parquet", src)  # how careful writers publish a file
+    got += [i for b in batches for i in b["id"].to_pylist()]
+    assert got == list(range(40_000))
+
+
+@pytest.mark.slow
+def test_dask_refuses_an_input_changed_during_the_run(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from xent_numba import dask as xd
+
+    src = tmp_path / "in.parquet"
+    write(src, range(500))
+    real = xd._run
+
+    def then_rewrite(*a, **k):
+        summary = real(*a, **k)
+        write(src, range(500, 1000))
+        return summary
+
+    monkeypatch.setattr(xd, "_run", then_rewrite)
+    out = tmp_path / "scores"
+    res = score([src], out, "dask")
+    assert res.exit_code == 2 and "changed while it was being read" in res.output, res.output
+    assert not out.exists() and not leftovers(tmp_path)
 
 
 # ---- a sweep over random layouts ----------------------------------------------------------
