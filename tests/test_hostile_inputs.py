@@ -9,6 +9,7 @@ in order, or the run is a clear exit 2 naming the file, with no output left behi
   refused;
 - many files: a run holds a few open at a time (a low ``ulimit -n`` is no obstacle);
 - an input changed while it is read is exit 2 naming it, never SIGBUS;
+- an Arrow IPC file's row width is estimated from its first record batch.
 """
 
 from __future__ import annotations
@@ -507,6 +508,24 @@ def test_dask_refuses_an_input_changed_during_the_run(tmp_path, monkeypatch):
     res = score([src], out, "dask")
     assert res.exit_code == 2 and "changed while it was being read" in res.output, res.output
     assert not out.exists() and not leftovers(tmp_path)
+
+
+# ---- 6. an Arrow IPC file's row width -----------------------------------------------------
+
+
+@pytest.mark.parametrize("compression", ["uncompressed", "lz4"])
+def test_arrow_bytes_per_row_from_the_first_batch(tmp_path, compression):
+    src = tmp_path / "w.feather"
+    n, c = 3000, 500
+    p = np.full((n, c), 1 / c, dtype=np.float32)
+    t = pa.table({"id": np.arange(n), "pred": pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), c),
+                  "label": np.zeros(n, np.int64), "blob": pa.array([b"x" * 1000] * n)})
+    feather.write_feather(t, src, compression=compression, chunksize=1000)
+    source = xio.Source(str(src))
+    assert source.bytes_per_row(["pred", "label"]) == pytest.approx(c * 4 + 8, rel=0.01)
+    assert source.bytes_per_row(["id"]) == pytest.approx(8, rel=0.01)
+    write(tmp_path / "e.arrow", [])
+    assert xio.Source(str(tmp_path / "e.arrow")).bytes_per_row(["pred"]) == 0
 
 
 # ---- a sweep over random layouts ----------------------------------------------------------

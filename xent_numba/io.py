@@ -339,6 +339,7 @@ class _Open:
     def __init__(self, src: Source, planned=None):
         self.path = src.path
         self.file = self.pf = self.reader = self.mapped = None
+        self.first = None  # an Arrow IPC file's first record batch, once read
         try:
             if src._loc is not None:
                 self.file = storage.open_input(src._loc)
@@ -374,9 +375,14 @@ class _Open:
             raise InvalidInputError(CHANGED, source=self.path)
         return pq.ParquetFile(f, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
 
+    def first_batch(self):
+        if self.first is None and self.reader.num_record_batches:
+            self.first = self.reader.get_batch(0)
+        return self.first
+
     def close(self) -> None:
         """Drop the readers and close the file (a map lives on while batches view it)."""
-        self.pf = self.reader = self.mapped = None
+        self.pf = self.reader = self.first = self.mapped = None
         if self.file is not None:
             try:
                 self.file.close()
@@ -520,11 +526,16 @@ class Source:
             self._released = end
 
     def bytes_per_row(self, columns) -> float:
-        """Decoded size estimate from the Parquet metadata (0 when unknown)."""
-        if self.kind != "parquet":
-            return 0.0
+        """Decoded size of a row of ``columns``: from the first row group's metadata
+        (Parquet) or the first record batch (Arrow IPC: a view of the map, or the batch the
+        reading starts with); 0 when the file has no rows."""
         names = set(columns)
         with self.reading() as state:
+            if self.kind == "arrow":
+                batch = state.first_batch()
+                if batch is None or batch.num_rows == 0:
+                    return 0.0
+                return batch.select([n for n in batch.schema.names if n in names]).nbytes / batch.num_rows
             if state.pf.metadata.num_row_groups == 0:
                 return 0.0
             rg = state.pf.metadata.row_group(0)
@@ -579,7 +590,8 @@ class Source:
         for i in range(state.reader.num_record_batches):
             if state.mapped is not None and state.mapped.broken():
                 raise InvalidInputError(CHANGED, source=self.path)
-            b = state.reader.get_batch(i)
+            b = state.first_batch() if i == 0 else state.reader.get_batch(i)
+            state.first = None
             self._release_behind(b)
             b = b.select(columns)
             for start in range(0, b.num_rows, batch_rows):
