@@ -235,24 +235,21 @@ MAX_MAPPED = 32
 CHANGED = "changed while it was being read (rewritten, truncated or replaced); score it again once it is complete"
 
 
-def _on_sigio(signum, frame) -> None:
-    """SIGIO: a lease on a mapped input is being broken (another process opens it for
-    writing or truncates it). Nothing to do here: the reader asks the lease itself
-    (``_Mapped.broken``) before each batch. Handled only so that the signal, whose default
-    action ends the process, does not."""
-
-
 def _lease_ready() -> bool:
-    """Read leases may be taken: Linux, and SIGIO handled (ours, or ignored). Called from the
-    main thread, this installs the handler where SIGIO has its default action; anywhere
-    else (another thread, a caller's own SIGIO handler) no lease is taken."""
+    """Read leases may be taken: Linux, and SIGIO ignored. A lease break is announced with
+    SIGIO, whose default action ends the process; the reader asks the lease itself before
+    each batch (``_Mapped.broken``), so the signal is ignored rather than handled: then it
+    interrupts no system call and cannot land on a default action while the interpreter
+    exits. Called from the main thread, this ignores SIGIO where it has its default action
+    (for the rest of the process, and the programs it starts); anywhere else (another
+    thread, a caller's own SIGIO handler) no lease is taken."""
     if fcntl is None or not hasattr(fcntl, "F_SETLEASE") or not hasattr(signal, "SIGIO"):
         return False
     handler = signal.getsignal(signal.SIGIO)
-    if handler is _on_sigio or handler == signal.SIG_IGN:
+    if handler == signal.SIG_IGN:
         return True
     if handler == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGIO, _on_sigio)
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
         return True
     return False
 
@@ -261,9 +258,9 @@ class _Mapped:
     """A local file memory-mapped read-only under a Linux read lease (``F_SETLEASE
     F_RDLCK``). While the lease is held, another process that opens the file for writing or
     truncates it waits in the kernel (up to ``/proc/sys/fs/lease-break-time`` seconds) and
-    this one gets SIGIO: the mapped pages cannot vanish under a reader (which would be
-    SIGBUS, the end of the process with no word and the temporary output left behind);
-    ``broken`` says when that happens.
+    the lease is marked as breaking: the mapped pages cannot vanish under a reader (which
+    would be SIGBUS, the end of the process with no word and the temporary output left
+    behind); ``broken`` says when that happens.
 
     ``buffer()`` is the map as an Arrow buffer whose every slice keeps this object alive;
     the lease lives as long as the open file that the map and ``fd`` share. So the map is
@@ -275,7 +272,7 @@ class _Mapped:
 
     @classmethod
     def open(cls, path: str):
-        """The map, or None where it cannot be leased: not Linux, SIGIO not ours to handle,
+        """The map, or None where it cannot be leased: not Linux, SIGIO not ours to ignore,
         the file open for writing elsewhere (EAGAIN), a filesystem without leases, a file
         of another owner, an empty file (which cannot be mapped), or ``MAX_MAPPED`` maps
         alive."""
