@@ -196,7 +196,7 @@ def score(
         if summary_json is not None:  # checked before the run, by the rules of OUTPUT
             if os.path.abspath(str(summary_json)) == os.path.abspath(output) and not io.is_stdout(output):
                 fail(f"--summary-json {summary_json} is OUTPUT; give it another name")
-            files = io.expand_inputs(inputs, io.PARQUET_EXT if engine == "dask" else io.INPUT_EXT, storage_options)
+            files = io.expand_inputs(inputs, storage_options=storage_options)  # as both engines do
             io.check_output(summary_json, files, given=inputs, overwrite=overwrite, what="--summary-json")
         if device != "cpu":
             with warnings.catch_warnings():  # the CLI says which device it chose, below

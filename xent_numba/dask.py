@@ -102,14 +102,27 @@ def _score_frame(df, opts, cols, out_type, partition_info=None):
 # ---- the CLI engine ---------------------------------------------------------------------
 
 
+def _parquet_only(files) -> None:
+    """Refuse, before any work, an input the Dask engine cannot read (it reads Parquet
+    only): never a file silently left out of a run."""
+    for f in files:
+        if str(f).lower().endswith(io.IPC_EXT):
+            raise InvalidInputError(
+                "is Arrow IPC/Feather, which --engine dask does not read; score it with "
+                "--engine local (or convert it to Parquet)", source=str(f))
+
+
 def _plan(files, opts):
-    """``[(file, global_row_offset)]`` per row group, from the Parquet footers; the columns
-    and the one schema every partition is cast to (``pipeline.plan_inputs``); the row count."""
-    plan, offset, schemas = [], 0, []
+    """``[(file, global_row_offset)]`` per row group, from the Parquet footers (each file
+    opened and closed in turn); the columns and the one schema every partition is cast to
+    (``pipeline.plan_inputs``, once per distinct schema); the row count."""
+    plan, offset, schemas = [], 0, {}
     for f in files:
         try:
-            meta = pq.ParquetFile(storage.open_input(f) if isinstance(f, storage.Location) else f).metadata
-            schemas.append((str(f), meta.schema.to_arrow_schema()))
+            with (storage.open_input(f) if isinstance(f, storage.Location) else pa.OSFile(str(f))) as handle:
+                meta = pq.ParquetFile(handle).metadata
+            schema = meta.schema.to_arrow_schema().remove_metadata()
+            schemas.setdefault(schema.serialize().to_pybytes(), (str(f), schema))
         except InvalidInputError:
             raise
         except Exception as exc:  # corrupt, truncated or not Parquet
@@ -117,8 +130,27 @@ def _plan(files, opts):
         for rg in range(meta.num_row_groups):
             plan.append((str(f), offset))
             offset += meta.row_group(rg).num_rows
-    cols, schema = plan_inputs(schemas, opts)
+    cols, schema = plan_inputs(list(schemas.values()), opts)
     return plan, cols, schema, offset
+
+
+def _identities(files) -> list:
+    """Each local input's identity (``io.file_identity``), to tell one that changed during the run."""
+    out = []
+    for f in files:
+        try:
+            out.append(None if isinstance(f, storage.Location) else io.file_identity(os.stat(f)))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def _check_unchanged(files, before) -> None:
+    """Refuse a run whose local input changed (rewritten, truncated, replaced) between its
+    planning and its end: the partitions may have read a mix of old and new."""
+    for f, was in zip(files, before, strict=True):
+        if was is not None and _identities([f])[0] != was:
+            raise InvalidInputError(io.CHANGED, source=str(f))
 
 
 def _score_and_write(df, opts, cols, schema, plan, tmpdir, threads, partition_info=None):
@@ -198,13 +230,15 @@ def score_files(
     if fmt not in (None, "parquet"):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; use --format parquet")
     out = Path(output)
-    files = io.expand_inputs(inputs, io.PARQUET_EXT, storage_options)
+    files = io.expand_inputs(inputs, storage_options=storage_options)  # what the local engine reads
+    _parquet_only(files)
     if storage.is_url(storage.local_path(str(output))):
         return _score_to_url(dd, distributed, files, str(output), opts, scheduler, workers, overwrite,
                              on_progress, on_start, storage_options)
     io.check_output(output, files, given=inputs, overwrite=overwrite, directory=True)
     if io.is_stdout(output) or io.is_special(output):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; OUTPUT must be a folder name")
+    before = _identities(files)
     plan, cols, schema, total = _plan(files, opts)
     if on_start:
         on_start(total)
@@ -224,6 +258,7 @@ def score_files(
             pq.write_table(pa.Table.from_batches([batch]), tmpdir / "part.00000.parquet")
         else:
             summary = _run(dd, distributed, files, plan, cols, schema, opts, str(tmpdir), scheduler, workers, on_progress)
+        _check_unchanged(files, before)
         with io.deferred_signals():
             io.check_interrupted()
             _commit(tmpdir, out, overwrite)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import glob
 import json
 import math
 import mmap
@@ -14,6 +13,7 @@ import re
 import signal
 import stat
 import sys
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -23,6 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no leases, mapped Arrow IPC is read through a file
+    fcntl = None
 
 from . import rowgroups, storage
 from .errors import InvalidInputError
@@ -49,17 +54,21 @@ def expand_inputs(inputs, extensions=INPUT_EXT, storage_options=None) -> list:
     as their data files (recursively, sorted), globs as their sorted matches. A path that
     exists is always taken literally (a file named ``a[1].parquet`` is that file); only a
     name that does not exist is expanded as a glob. URLs (``s3://...``) are expanded the
-    same way, into ``storage.Location``s, by ``storage.expand``."""
+    same way, into ``storage.Location``s, by ``storage.expand``.
+
+    Below a named directory every file or folder whose name starts with . or _ is skipped
+    (``storage.is_hidden``: ``_SUCCESS``, ``_temporary/``, ``.ipynb_checkpoints/``); in a
+    glob, a wildcard never matches such a name (``storage.segment_matches``), a segment
+    spelled out is taken as named. Links to files and to folders are followed; a folder
+    link that leads back to a folder on its own path (a loop), or one INPUT that reaches
+    the same file twice (through links), is refused: its rows would be read twice."""
     files: list = []
     for item in inputs:
         item = storage.local_path(str(item))
         if storage.is_url(item):
             files += storage.expand(item, storage_options, extensions)
         elif os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*")
-                if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith((".", "_"))
-            )
+            found = _walk(item, extensions)
             if not found:
                 raise InvalidInputError(f"{item}: directory holds no {'/'.join(extensions)} files")
             files += found
@@ -67,8 +76,8 @@ def expand_inputs(inputs, extensions=INPUT_EXT, storage_options=None) -> list:
             files.append(item)
         elif os.path.exists(item):
             raise InvalidInputError(f"{item}: not a regular file")
-        elif any(ch in item for ch in "*?["):
-            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+        elif storage.has_wildcard(item):
+            found = _glob(item)
             if not found:
                 raise InvalidInputError(f"{item}: no file matches this pattern")
             files += found
@@ -77,6 +86,138 @@ def expand_inputs(inputs, extensions=INPUT_EXT, storage_options=None) -> list:
     if not files:
         raise InvalidInputError("no input files given")
     return files
+
+
+def _file_key(path: str):
+    """(device, inode) of what ``path`` leads to (links followed), None when there is
+    nothing there (a broken link)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _entries(folder: str) -> list:
+    try:
+        with os.scandir(folder or ".") as it:
+            return list(it)
+    except PermissionError:
+        raise InvalidInputError(f"{folder}: permission denied (cannot list this folder)") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{folder}: cannot list this folder ({exc.strerror or exc})") from None
+
+
+def _join(folder: str, name: str) -> str:
+    return os.path.join(folder, name) if folder else name
+
+
+def _is_dir(entry) -> bool:
+    try:
+        return entry.is_dir()  # links followed
+    except OSError:
+        return False
+
+
+def _enter(path: str, ancestors: dict) -> dict | None:
+    """``ancestors`` (identity -> path of the folders from the named one down to here) with
+    the folder ``path`` added; ``InvalidInputError`` when ``path`` is one of them again (a
+    link that loops back); None when it cannot be read."""
+    ident = _file_key(path)
+    if ident is None:
+        return None
+    if ident in ancestors:
+        raise InvalidInputError(
+            f"{path}: a link back to {ancestors[ident]}, a folder that holds it (a loop); "
+            "remove the link, or name the folders to read"
+        )
+    return {**ancestors, ident: path}
+
+
+class _Found:
+    """The files one INPUT reaches, each real file once (by device and inode)."""
+
+    def __init__(self):
+        self.paths: list[str] = []
+        self._seen: dict = {}
+
+    def add(self, path: str) -> None:
+        ident = _file_key(path)
+        if ident is not None and ident in self._seen:
+            raise InvalidInputError(
+                f"{path} and {self._seen[ident]} are the same file (through a link); its rows "
+                "would be read twice: remove the link, or name the files to read"
+            )
+        self._seen[ident] = path
+        self.paths.append(path)
+
+
+def _walk(top: str, extensions) -> list[str]:
+    """The data files below the folder ``top``, sorted: hidden names skipped at every depth,
+    links followed, loops and files reached twice refused (``expand_inputs``)."""
+    top = str(Path(top))  # ``dump/`` and ``./dump`` list as ``dump/...``
+    found = _Found()
+    stack = [(top, _enter(top, {}))]
+    while stack:
+        folder, ancestors = stack.pop()
+        for entry in _entries(folder):
+            if storage.is_hidden(entry.name):
+                continue
+            if _is_dir(entry):
+                below = _enter(entry.path, ancestors)
+                if below is not None:
+                    stack.append((entry.path, below))
+            elif os.path.splitext(entry.name)[1].lower() in extensions:
+                _add_file(found, entry.path)
+    return sorted(found.paths)
+
+
+def _add_file(found: _Found, path: str) -> None:
+    """A data file's name: the file, or ``InvalidInputError`` for a broken link (a file the
+    user put there is never skipped without a word); anything else (a FIFO) is no data."""
+    if os.path.isfile(path):
+        found.add(path)
+    elif os.path.islink(path) and not os.path.exists(path):
+        raise InvalidInputError(f"{path}: a broken link (to {os.readlink(path)}); remove it or restore its target")
+
+
+def _glob(pattern: str) -> list[str]:
+    """The files a glob matches, sorted (``*``, ``?``, ``[...]`` within one segment, ``**``
+    any number of folders): a wildcard never matches a hidden name
+    (``storage.segment_matches``), links are followed, loops and files reached twice are
+    refused (``expand_inputs``)."""
+    parts = pattern.split(os.sep)
+    first = next(i for i, p in enumerate(parts) if storage.has_wildcard(p))
+    base = os.sep.join(parts[:first]) or (os.sep if first else "")
+    pats = [p for p in parts[first:] if p]
+    found = _Found()
+    seen: set = set()
+    stack = [(base, pats, _enter(base or ".", {}) if os.path.isdir(base or ".") else None)]
+    while stack:
+        folder, pats, ancestors = stack.pop()
+        if ancestors is None or not pats:
+            continue
+        head, rest = pats[0], pats[1:]
+        if head == "**":
+            stack.append((folder, rest, ancestors))  # zero folders
+            for entry in _entries(folder):
+                if not storage.is_hidden(entry.name) and _is_dir(entry):
+                    path = _join(folder, entry.name)
+                    stack.append((path, pats, _enter(path, ancestors)))
+            continue
+        names = [e.name for e in _entries(folder)] if storage.has_wildcard(head) else [head]
+        for name in names:
+            if not storage.segment_matches(name, head):
+                continue
+            path = _join(folder, name)
+            if rest:
+                if os.path.isdir(path):
+                    stack.append((path, rest, _enter(path, ancestors)))
+            elif path not in seen:  # ``**/**`` reaches a path twice
+                seen.add(path)
+                if os.path.lexists(path) and not os.path.isdir(path):
+                    _add_file(found, path)
+    return sorted(found.paths)
 
 
 # Parquet is read through a buffered stream of this many bytes, not memory-mapped: the
@@ -90,49 +231,233 @@ RELEASE_BEHIND = 128 << 20
 DECODE_AHEAD = 32 << 20
 
 
-def _map_file(path: str):
-    """A local file memory-mapped read-only: (an Arrow reader over the map, (first, end)
-    addresses of the map, the ``mmap``). ``mmap`` (not ``pa.memory_map``) so that pages
-    already read can be released. An empty file (which cannot be mapped) is opened as it
-    is, to fail as an invalid Arrow file."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return pa.OSFile(path), None, None
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    buf = pa.py_buffer(mm)
-    return pa.BufferReader(buf), (buf.address, buf.address + buf.size), mm
+# Memory-mapped inputs alive at once (each holds two file descriptors and a lease until the
+# last batch that views it is gone); further Arrow IPC files are read through a file.
+MAX_MAPPED = 32
+CHANGED = "changed while it was being read (rewritten, truncated or replaced); score it again once it is complete"
+
+
+def _lease_ready() -> bool:
+    """Read leases may be taken: Linux, and SIGIO ignored. A lease break is announced with
+    SIGIO, whose default action ends the process; the reader asks the lease itself before
+    each batch (``_Mapped.broken``), so the signal is ignored rather than handled: then it
+    interrupts no system call and cannot land on a default action while the interpreter
+    exits. Called from the main thread, this ignores SIGIO where it has its default action
+    (for the rest of the process, and the programs it starts); anywhere else (another
+    thread, a caller's own SIGIO handler) no lease is taken."""
+    if fcntl is None or not hasattr(fcntl, "F_SETLEASE") or not hasattr(signal, "SIGIO"):
+        return False
+    handler = signal.getsignal(signal.SIGIO)
+    if handler == signal.SIG_IGN:
+        return True
+    if handler == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+        return True
+    return False
+
+
+class _Mapped:
+    """A local file memory-mapped read-only under a Linux read lease (``F_SETLEASE
+    F_RDLCK``). While the lease is held, another process that opens the file for writing or
+    truncates it waits in the kernel (up to ``/proc/sys/fs/lease-break-time`` seconds) and
+    the lease is marked as breaking: the mapped pages cannot vanish under a reader (which
+    would be SIGBUS, the end of the process with no word and the temporary output left
+    behind); ``broken`` says when that happens.
+
+    ``buffer()`` is the map as an Arrow buffer whose every slice keeps this object alive;
+    the lease lives as long as the open file that the map and ``fd`` share. So the map is
+    unmapped, and the lease released (the other process goes on), only when the last batch
+    that views it is gone: after every stage (reader, kernels, writer) stopped touching it."""
+
+    live = 0  # maps alive in this process
+    _lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str):
+        """The map, or None where it cannot be leased: not Linux, SIGIO not ours to ignore,
+        the file open for writing elsewhere (EAGAIN), a filesystem without leases, a file
+        of another owner, an empty file (which cannot be mapped), or ``MAX_MAPPED`` maps
+        alive."""
+        if cls.live >= MAX_MAPPED or not _lease_ready():
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+            if os.fstat(fd).st_size == 0:
+                raise OSError(errno.EINVAL, "empty")
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except OSError:
+            os.close(fd)  # the lease, if taken, goes with the last descriptor of the file
+            return None
+        return cls(fd, mm)
+
+    def __init__(self, fd: int, mm: mmap.mmap):
+        self.fd = fd
+        self.mm = mm
+        self._view = pa.py_buffer(mm)
+        self.span = (self._view.address, self._view.address + self._view.size)
+        with _Mapped._lock:
+            _Mapped.live += 1
+
+    def buffer(self) -> pa.Buffer:
+        lo, hi = self.span
+        return pa.foreign_buffer(lo, hi - lo, base=self)
+
+    def broken(self) -> bool:
+        """The lease is being broken (or was, after the break time): the file is about to
+        change."""
+        try:
+            return fcntl.fcntl(self.fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
+        except OSError:
+            return True
+
+    def __del__(self, _close=os.close):  # ``os`` may be gone at interpreter exit
+        self._view = None
+        try:
+            self.mm.close()  # munmap; were a view still exported, the map (and lease) would live on with it
+        except Exception:
+            pass
+        try:
+            _close(self.fd)
+        except Exception:
+            pass
+        with _Mapped._lock:
+            _Mapped.live -= 1
+
+
+def file_identity(st) -> tuple:
+    """What tells a file's contents changed: device, inode, size, modification time."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _Open:
+    """An input file open for reading: a Parquet reader, or an Arrow IPC reader over a
+    leased map (``mapped``) or over the file itself. ``stat()`` is the identity of the
+    file being read (None for a remote file)."""
+
+    def __init__(self, src: Source, planned=None):
+        self.path = src.path
+        self.file = self.pf = self.reader = self.mapped = None
+        self.first = None  # an Arrow IPC file's first record batch, once read
+        try:
+            if src._loc is not None:
+                self.file = storage.open_input(src._loc)
+            elif src.kind == "arrow":
+                self.mapped = _Mapped.open(src.path)
+            if self.file is None and self.mapped is None:
+                self.file = pa.OSFile(src.path)
+            if planned is not None and self.stat() not in (None, planned):
+                raise InvalidInputError(CHANGED, source=src.path)  # before its footer is parsed
+            if src.kind == "parquet":
+                self.pf = pq.ParquetFile(self.file, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+            else:
+                self.reader = pa.ipc.open_file(self.file if self.mapped is None else pa.BufferReader(self.mapped.buffer()))
+        except BaseException:
+            self.close()
+            raise
+
+    def stat(self):
+        if self.mapped is not None:
+            return file_identity(os.fstat(self.mapped.fd))
+        if isinstance(self.file, pa.OSFile):
+            return file_identity(os.fstat(self.file.fileno()))
+        return None
+
+    def reopen_parquet(self) -> pq.ParquetFile:
+        """Another reader of the same file (a decoder thread's own): through
+        ``/proc/self/fd`` where there is one, so it is the file being read even if another
+        was renamed over its name meanwhile."""
+        fd_path = f"/proc/self/fd/{self.file.fileno()}"
+        f = pa.OSFile(fd_path if os.path.exists(fd_path) else self.path)
+        if file_identity(os.fstat(f.fileno())) != self.stat():
+            f.close()
+            raise InvalidInputError(CHANGED, source=self.path)
+        return pq.ParquetFile(f, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+
+    def first_batch(self):
+        if self.first is None and self.reader.num_record_batches:
+            self.first = self.reader.get_batch(0)
+        return self.first
+
+    def close(self) -> None:
+        """Drop the readers and close the file (a map lives on while batches view it)."""
+        self.pf = self.reader = self.first = self.mapped = None
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
+
+
+def _zero_copy(state: _Open) -> bool:
+    if state.mapped is None or not state.reader.num_record_batches:
+        return False
+    lo, hi = state.mapped.span
+    batch = state.reader.get_batch(0)
+    return all(lo <= b.address < hi for c in batch.columns for b in c.buffers() if b is not None and b.size)
+
+
+def _shared(schema: pa.Schema, schemas: dict | None) -> pa.Schema:
+    """``schema`` without its metadata (pandas' differs from file to file), one object for
+    every file of that schema (``schemas``: the run's table of them)."""
+    schema = schema.remove_metadata()
+    if schemas is None:
+        return schema
+    return schemas.setdefault(schema.serialize().to_pybytes(), schema)
 
 
 class Source:
     """One input file: its schema, its row count, and its batches (only the named columns).
     ``path`` may be a ``storage.Location``: read by ranged requests through the same
-    buffered stream (pre-buffering off), never downloaded whole."""
+    buffered stream (pre-buffering off), never downloaded whole.
 
-    def __init__(self, path):
+    Making one reads the file's footer (schema, row count, row groups; ``schemas``, a dict
+    shared by a run's sources, makes files of one schema share one schema object) and its
+    identity (device, inode, size, modification time), then closes it: a run over 100,000
+    files holds a few open at a time. ``batches`` (and ``reading``) opens it again, refusing
+    a file that is no longer the one planned, and closes it after the last batch. A file
+    that changes while it is read is refused (``CHANGED``): a memory-mapped Arrow IPC file is
+    held by a read lease (``_Mapped``), anything else is checked when its reading starts,
+    after its last batch, and when a read fails."""
+
+    __slots__ = ("path", "kind", "schema", "num_rows", "_loc", "_stat", "_groups", "_zero_copy",
+                 "_state", "_span", "_map_owner", "_released")
+
+    def __init__(self, path, schemas: dict | None = None):
         self._loc = path if isinstance(path, storage.Location) else None
-        self.path = path = str(path)
-        self.kind = "arrow" if path.lower().endswith(IPC_EXT) else "parquet"
+        self.path = str(path)
+        self.kind = "arrow" if self.path.lower().endswith(IPC_EXT) else "parquet"
+        self._state = self._span = self._map_owner = None
+        self._released = 0
+        state = self._open()
         try:
-            if self._loc is not None:
-                path = storage.open_input(self._loc)
             if self.kind == "parquet":
-                self._pf = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
-                self.schema = self._pf.schema_arrow
-                self.num_rows = self._pf.metadata.num_rows
+                self.schema = _shared(state.pf.schema_arrow, schemas)
+                self.num_rows = state.pf.metadata.num_rows
+                self._groups = state.pf.metadata.num_row_groups
+                self._zero_copy = False
             else:
-                self._map, self._span, self._map_owner = (None, None, None) if self._loc else _map_file(path)
-                self._released = 0
-                self._reader = pa.ipc.open_file(path if self._loc else self._map)
-                self.schema = self._reader.schema
-                self.num_rows = self._reader.count_rows() if self._loc else sum(
-                    self._reader.get_batch(i).num_rows for i in range(self._reader.num_record_batches)
-                )
-        except OSError as exc:
-            if self._loc is None:
-                raise self._local_error(exc) from None
-            raise storage.explain(exc, self._loc, "cannot read") from None
-        except pa.ArrowInvalid as exc:
-            raise self._local_error(exc) from None
+                self.schema = _shared(state.reader.schema, schemas)
+                self.num_rows = state.reader.count_rows()
+                self._groups = state.reader.num_record_batches
+                self._zero_copy = self._loc is None and _zero_copy(state)
+            self._stat = state.stat()
+        except (OSError, pa.ArrowException) as exc:
+            raise self._error(exc) from None
+        finally:
+            state.close()
+
+    def _open(self, planned=None) -> _Open:
+        try:
+            return _Open(self, planned)
+        except (OSError, pa.ArrowException) as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc) -> InvalidInputError:
+        if self._loc is not None and not isinstance(exc, pa.ArrowInvalid):  # the store, not the file
+            return storage.explain(exc, self._loc, "cannot read")
+        return self._local_error(exc)
 
     def _local_error(self, exc) -> InvalidInputError:
         path = self.path
@@ -143,15 +468,44 @@ class Source:
         what = "Parquet" if self.kind == "parquet" else "Arrow IPC/Feather"
         return InvalidInputError(f"cannot read as {what} ({exc})", source=path)
 
+    def _changed(self, state: _Open) -> bool:
+        """The file being read is no longer the one planned (or its lease is being broken)."""
+        if state.mapped is not None and state.mapped.broken():
+            return True
+        try:
+            now = state.stat()
+        except OSError:
+            return True
+        return now is not None and self._stat is not None and now != self._stat
+
+    def _check(self, state: _Open) -> None:
+        if self._changed(state):
+            raise InvalidInputError(CHANGED, source=self.path)
+
+    @contextmanager
+    def reading(self):
+        """The file open for reading (``batches`` and ``bytes_per_row`` use it, opening it
+        only once) and checked to be the file planned; closed at the end."""
+        if self._state is not None:
+            yield self._state
+            return
+        state = self._open(self._stat)
+        try:
+            self._check(state)
+            self._state = state
+            if state.mapped is not None:
+                self._map_owner, self._span, self._released = state.mapped.mm, state.mapped.span, 0
+            yield state
+        finally:
+            self._state = self._map_owner = self._span = None
+            state.close()
+
     def zero_copy(self) -> bool:
         """True for a memory-mapped, uncompressed Arrow IPC file: its batches are views of
         the map, reading them decodes nothing (the engine then gives every core to the
-        kernels). Compressed IPC (Feather's LZ4 default), remote files, Parquet: False."""
-        if self.kind != "arrow" or self._span is None or self._reader.num_record_batches == 0:
-            return False
-        lo, hi = self._span
-        batch = self._reader.get_batch(0)
-        return all(lo <= b.address < hi for c in batch.columns for b in c.buffers() if b is not None and b.size)
+        kernels). Compressed IPC (Feather's LZ4 default), remote files, Parquet, a file that
+        cannot be leased (``_Mapped``): False. Found when the source is made."""
+        return self._zero_copy
 
     def _release_behind(self, batch) -> None:
         """Drop this process's mapping of the file's pages more than ``RELEASE_BEHIND``
@@ -171,24 +525,32 @@ class Source:
             self._released = end
 
     def bytes_per_row(self, columns) -> float:
-        """Decoded size estimate from the Parquet metadata (0 when unknown)."""
-        if self.kind != "parquet" or self._pf.metadata.num_row_groups == 0:
-            return 0.0
-        rg = self._pf.metadata.row_group(0)
+        """Decoded size of a row of ``columns``: from the first row group's metadata
+        (Parquet) or the first record batch (Arrow IPC: a view of the map, or the batch the
+        reading starts with); 0 when the file has no rows."""
         names = set(columns)
-        size = sum(
-            rg.column(j).total_uncompressed_size
-            for j in range(rg.num_columns)
-            if rg.column(j).path_in_schema.split(".")[0] in names
-        )
-        return size / max(rg.num_rows, 1)
+        with self.reading() as state:
+            if self.kind == "arrow":
+                batch = state.first_batch()
+                if batch is None or batch.num_rows == 0:
+                    return 0.0
+                return batch.select([n for n in batch.schema.names if n in names]).nbytes / batch.num_rows
+            if state.pf.metadata.num_row_groups == 0:
+                return 0.0
+            rg = state.pf.metadata.row_group(0)
+            size = sum(
+                rg.column(j).total_uncompressed_size
+                for j in range(rg.num_columns)
+                if rg.column(j).path_in_schema.split(".")[0] in names
+            )
+            return size / max(rg.num_rows, 1)
 
     def decoder_threads(self, wanted: int) -> int:
         """Threads that decode this file's batches when ``wanted`` are offered: a local
         Parquet file of several row groups takes them all (one per row group at a time),
         anything else one (remote files are read through one stream; Arrow IPC needs
         no decoding or decodes batch by batch)."""
-        if self.kind == "parquet" and self._loc is None and self._pf.metadata.num_row_groups > 1:
+        if self.kind == "parquet" and self._loc is None and self._groups > 1:
             return max(1, wanted)
         return 1
 
@@ -196,28 +558,58 @@ class Source:
         """Record batches of at most ``batch_rows`` rows holding ``columns``, in file order,
         decoded by ``decoder_threads(decoders)`` threads, each on its own row groups
         (``rowgroups.ordered_batches``), at most ``DECODE_AHEAD`` bytes decoded ahead of the
-        row group being read."""
-        try:
-            if self.kind == "parquet":
-                threads = self.decoder_threads(decoders)
-                if threads > 1:
-                    yield from rowgroups.ordered_batches(
-                        lambda: pq.ParquetFile(self.path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False),
-                        self._pf.metadata.num_row_groups, columns, batch_rows, threads, DECODE_AHEAD,
-                    )
-                else:
-                    yield from self._pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
-                return
-            for i in range(self._reader.num_record_batches):
-                b = self._reader.get_batch(i)
-                self._release_behind(b)
-                b = b.select(columns)
-                for start in range(0, b.num_rows, batch_rows):
-                    yield b.slice(start, batch_rows)
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            if self._loc is not None and not isinstance(exc, pa.ArrowInvalid):  # the store, not the file
-                raise storage.explain(exc, self._loc, "cannot read") from None
-            raise InvalidInputError(f"cannot decode the file, it may be corrupt or truncated ({exc})", source=self.path) from None
+        row group being read. The file is open from the first batch to the last; one that
+        changed meanwhile is ``InvalidInputError`` (``CHANGED``)."""
+        with self.reading() as state:
+            try:
+                yield from self._read(state, columns, batch_rows, decoders)
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+                raise self._read_error(state, exc) from None
+            self._check(state)
+
+    def _read_error(self, state: _Open, exc) -> InvalidInputError:
+        """A failed read: the file changed under the reader (a truncation is a short read),
+        the store failed, or the file is corrupt."""
+        if self._loc is None and self._changed(state):
+            return InvalidInputError(CHANGED, source=self.path)
+        if self._loc is not None and not isinstance(exc, pa.ArrowInvalid):  # the store, not the file
+            return storage.explain(exc, self._loc, "cannot read")
+        return InvalidInputError(f"cannot decode the file, it may be corrupt or truncated ({exc})", source=self.path)
+
+    def _read(self, state: _Open, columns, batch_rows: int, decoders: int):
+        if self.kind == "parquet":
+            threads = self.decoder_threads(decoders)
+            if threads > 1:
+                yield from rowgroups.ordered_batches(
+                    state.reopen_parquet, self._groups, columns, batch_rows, threads, DECODE_AHEAD,
+                )
+            else:
+                yield from state.pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True)
+            return
+        for i in range(state.reader.num_record_batches):
+            if state.mapped is not None and state.mapped.broken():
+                raise InvalidInputError(CHANGED, source=self.path)
+            b = state.first_batch() if i == 0 else state.reader.get_batch(i)
+            state.first = None
+            self._release_behind(b)
+            b = b.select(columns)
+            for start in range(0, b.num_rows, batch_rows):
+                yield b.slice(start, batch_rows)
+
+
+def plan_sources(files) -> list[Source]:
+    """A ``Source`` for every file, files of one schema sharing one schema object."""
+    schemas: dict = {}
+    return [Source(f, schemas) for f in files]
+
+
+def distinct_schemas(sources) -> list[tuple[str, pa.Schema]]:
+    """``[(path, schema)]``, one per distinct schema (the first file that has it): what
+    ``columns.plan_inputs`` needs to check and unify them all, once per schema."""
+    seen: dict = {}
+    for s in sources:
+        seen.setdefault(id(s.schema), (s.path, s.schema))
+    return list(seen.values())
 
 
 def output_format(path: str, fmt: str | None) -> str:

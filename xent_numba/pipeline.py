@@ -303,8 +303,8 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     fmt = io.output_format(str(output), fmt)
     files = io.expand_inputs(inputs, storage_options=storage_options)
     io.check_output(output, files, given=inputs, overwrite=overwrite)
-    sources = [io.Source(p) for p in files]
-    cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
+    sources = io.plan_sources(files)  # footers read, files closed again
+    cols, schema = plan_inputs(io.distinct_schemas(sources), opts)
     numba.set_num_threads(kernel_threads(sources, cores))
     if fmt == "csv":
         bad = io.csv_unwritable(pa.schema([schema.field(k) for k in cols.keep]))
@@ -343,16 +343,17 @@ def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_war
     def read(stage):
         offset = 0
         for src in sources:
-            rows = batch_rows or _default_batch_rows(src, cols)
-            for batch in src.batches(cols.needed, rows, decoders):
-                if stage.stop.is_set():
-                    return
-                batch = conform(batch, schema)
-                size = batch.nbytes + _BATCH_OVERHEAD
-                if not budget.acquire(size, stage):
-                    return
-                to_score.put((src, offset, batch, size))
-                offset += batch.num_rows
+            with src.reading():  # one file open at a time, from its first batch to its last
+                rows = batch_rows or _default_batch_rows(src, cols)
+                for batch in src.batches(cols.needed, rows, decoders):
+                    if stage.stop.is_set():
+                        return
+                    batch = conform(batch, schema)
+                    size = batch.nbytes + _BATCH_OVERHEAD
+                    if not budget.acquire(size, stage):
+                        return
+                    to_score.put((src, offset, batch, size))
+                    offset += batch.num_rows
         to_score.put(_DONE)
 
     def write(stage):

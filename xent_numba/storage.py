@@ -315,16 +315,38 @@ def _listing(loc: Location, recursive: bool) -> list[pafs.FileInfo]:
         raise explain(exc, loc) from None
 
 
+def is_hidden(name: str) -> bool:
+    """A name that starts with . or _: a temporary or bookkeeping file or folder
+    (``_SUCCESS``, Spark's ``_temporary/``, ``.ipynb_checkpoints/``, ``.part.tmp``). Every
+    engine skips such a name, file or folder, at any depth below what the user named."""
+    return name.startswith((".", "_"))
+
+
 def _hidden(rel: str) -> bool:
-    """Names starting with . or _ (temporary objects, ``_SUCCESS``, ``_temporary/``)."""
-    return any(part.startswith((".", "_")) for part in rel.split("/") if part)
+    """Some segment of the relative path ``rel`` is hidden (``is_hidden``)."""
+    return any(is_hidden(part) for part in rel.split("/") if part)
+
+
+def has_wildcard(text: str) -> bool:
+    return any(ch in text for ch in _WILDCARDS)
+
+
+def segment_matches(name: str, pat: str) -> bool:
+    """One path segment ``name`` against one pattern segment ``pat`` (``fnmatch``, case
+    sensitive). A hidden name (``is_hidden``) is matched by a wildcard only when ``pat``
+    itself starts with . or _ (``_tmp*`` asks for such names, ``*`` does not); a segment
+    spelled out literally matches itself, hidden or not."""
+    if not has_wildcard(pat):
+        return name == pat
+    return (not is_hidden(name) or is_hidden(pat)) and fnmatch.fnmatchcase(name, pat)
 
 
 def expand(url: str, storage_options: dict | None = None, extensions=()) -> list[Location]:
     """The input files ``url`` names: an object as it is (even with wildcard characters in its
-    key), a prefix ("directory") as its data files (recursively, sorted, skipping names that
-    start with . or _), a glob as its sorted matches (``*`` and ``?`` stay within one path
-    segment, ``**`` spans any number)."""
+    key), a prefix ("directory") as its data files (recursively, sorted, skipping every name,
+    file or folder, that starts with . or _: ``is_hidden``), a glob as its sorted matches
+    (``*`` and ``?`` stay within one path segment, ``**`` spans any number; a wildcard never
+    matches a hidden name, ``segment_matches``)."""
     loc = resolve(url, storage_options)
     info = _info(loc)
     if info.type == pafs.FileType.File and not url.endswith("/"):
@@ -339,7 +361,7 @@ def expand(url: str, storage_options: dict | None = None, extensions=()) -> list
             what = "/".join(extensions) if extensions else "data"
             raise InvalidInputError(f"prefix holds no {what} files", source=url)
         return found
-    if any(ch in loc.path for ch in _WILDCARDS):
+    if has_wildcard(loc.path):
         return _glob(loc)
     raise _missing(loc)
 
@@ -368,12 +390,13 @@ def _glob(loc: Location) -> list[Location]:
 
 
 def _match(parts: list[str], pats: list[str]) -> bool:
-    """``fnmatch`` segment by segment; a ``**`` segment matches zero or more segments."""
+    """``segment_matches`` segment by segment; a ``**`` segment matches zero or more
+    segments, none of them hidden."""
     if not pats:
         return not parts
     if pats[0] == "**":
-        return any(_match(parts[i:], pats[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pats[0]) and _match(parts[1:], pats[1:])
+        return any(_match(parts[i:], pats[1:]) for i in range(len(parts) + 1) if not any(map(is_hidden, parts[:i])))
+    return bool(parts) and segment_matches(parts[0], pats[0]) and _match(parts[1:], pats[1:])
 
 
 def open_input(loc: Location) -> pa.NativeFile:
