@@ -1044,7 +1044,9 @@ def check_output(path, files, *, given=(), overwrite: bool = False, what: str = 
     if is_stdout(path) or is_special(path) or storage.is_url(path):
         return  # a URL: checked by ``storage.RemoteOutput`` when the writer is made
     real = os.path.realpath(path)
-    for f in files:
+    # a name that does not exist is no input and holds none: no look at each of (perhaps
+    # 100,000) input files
+    for f in files if os.path.lexists(path) else ():
         if isinstance(f, storage.Location):
             continue
         if os.path.realpath(f) == real or _same_file(f, path):
