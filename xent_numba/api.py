@@ -39,7 +39,7 @@ def _binary_weights(loss, class_weight, pos_weight) -> tuple[float, float]:
     return (float(pw[0]) if pw.size else 1.0), 1.0
 
 
-def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
+def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start, counted):
     """One piece of scalar binary rows (see ``cpu_binary``): always on the CPU, which reads
     them at memory speed (a GPU would spend longer on the copy than on the logs)."""
     from . import cpu_binary
@@ -51,7 +51,7 @@ def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
         s[nulls] = losses.NULL_ROW
         o[nulls] = np.nan
     if on_invalid == "error" and (n_bad or nulls is not None):  # the kernel counted: no scan when all are valid
-        validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start)
+        validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start, counted=counted)
 
 
 def _result_dtype(pred_layout) -> np.dtype:
@@ -85,6 +85,9 @@ def score(
     ``loss="both"`` scores CCE and BCE (as ``--loss both``: ``class_weight``/``ignore_index``
     go to CCE, ``pos_weight``/``reduce`` to BCE) and returns two dicts keyed ``"cce"`` and
     ``"bce"``: ``({"cce": losses, "bce": losses}, {"cce": status, "bce": status})``.
+
+    With ``on_invalid="error"`` the error's ``n_invalid`` counts every row of the call, or,
+    when ChunkedArray inputs stop at an earlier chunk, the rows up to there (``counted``).
 
     Inputs: see ``cce``; pandas/polars Series and torch tensors are read through
     ``arrow.coerce`` (zero-copy where possible; a tensor that requires grad is detached).
@@ -150,10 +153,11 @@ def score(
         if m == 0:
             continue
         nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
+        counted = None if start + m == n else f"counted in rows 0..{start + m - 1}, where scoring stopped"
         if binary:
             a, b = _binary_weights(loss, class_weight, pos_weight)
             _score_binary(p, t, prm, a, b, out[start : start + m], status[start : start + m],
-                          on_invalid, p_nulls, nulls, start)
+                          on_invalid, p_nulls, nulls, start, counted)
             continue
         n_classes = validate.max_classes(p)
         rows = (n, start, m)
@@ -169,7 +173,7 @@ def score(
             s[nulls] = losses.NULL_ROW
             o[nulls] = np.nan
         if on_invalid == "error" and (n_bad is None or n_bad or nulls is not None):  # no scan when all are valid
-            validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start)
+            validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start, counted=counted)
     if out is None:  # zero rows: the dtype follows the input when it can be read
         dtype = np.float64
         try:

@@ -138,10 +138,15 @@ def class_labels(label) -> np.ndarray | None:
     return None
 
 
+BATCH_COUNT = "counted in the batch that stopped the run"
+
+
 def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInputError:
-    """The API's error re-addressed to the user's column name and the global row number."""
+    """The API's error re-addressed to the user's column name and the global row number;
+    its count of invalid rows is the batch's (``BATCH_COUNT``): a run stops at the first
+    batch that has one, so later batches are never counted."""
     column = {"pred": cols.describe("pred"), "target": cols.describe("label")}.get(e.column, e.column)
-    return e.moved(row_offset=row_offset, column=column)
+    return e.moved(row_offset=row_offset, column=column, counted=BATCH_COUNT if e.n_invalid else None)
 
 
 # ---- the local streaming engine ---------------------------------------------------------
