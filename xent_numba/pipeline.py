@@ -80,9 +80,18 @@ class ScoreOptions:
         )
         if loss == "cce":
             kw.update(class_weight=self.class_weight, ignore_index=self.ignore_index, normalize=self.normalize)
-        else:
-            kw.update(pos_weight=self.pos_weight, reduce=self.bce_reduce)
+        else:  # BCE gives the rows of ``ignore_index`` a null score too (``api.score``)
+            kw.update(pos_weight=self.pos_weight, reduce=self.bce_reduce, ignore_index=self.ignore_index)
         return kw
+
+    def notes(self) -> list[str]:
+        """Warnings about the options themselves, said once per run."""
+        if self.ignore_index is not None and "bce" in self.losses:
+            return [
+                f"--ignore-index is a CCE option (PyTorch's); BCE gives the rows labelled "
+                f"{self.ignore_index} a null score too, counted as ignored"
+            ]
+        return []
 
 
 def score_batch(
@@ -302,6 +311,8 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     io.check_output(output, files, given=inputs, overwrite=overwrite)
     sources = [io.Source(p) for p in files]
     cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
+    for note in opts.notes() if on_warning else ():
+        on_warning(note)
     numba.set_num_threads(kernel_threads(sources, cores))
     if fmt == "csv":
         bad = io.csv_unwritable(pa.schema([schema.field(k) for k in cols.keep]))
