@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import backend, canon, losses, validate
-from .arrow import Scalar, aligned_slices, as_labels, as_rows, coerce
+from .arrow import Scalar, aligned_slices, as_labels, as_rows, coerce, decoded
 from .errors import InvalidInputError
 
 
@@ -144,7 +144,7 @@ def score(
             pos_weight=pos_weight,
             ignore_index=ignore_index, reduce=reduce, on_invalid=on_invalid,
         )
-    pred, target = coerce(pred), coerce(target)
+    pred, target = decoded(coerce(pred), "pred"), decoded(coerce(target), "target")
     if loss == "bce" and ignore_index is not None:  # applied here, not by the kernels
         bce_ignore, ignore_index = losses.int64_option(ignore_index, "ignore_index"), None
     else:

@@ -70,11 +70,25 @@ def resolve_columns(schema: pa.Schema, opts) -> Columns:
                     f"wide {role} columns must be numeric scalars; {bad[0]!r} is {schema.field(bad[0]).type}",
                     column=bad[0],
                 )
+    flags = [c for c in pred if pa.types.is_boolean(_value_type(schema.field(c).type, lists=True))]
+    if flags:  # refused before any work, as the readers would refuse the first batch
+        raise InvalidInputError(f"the prediction {arrow.BOOL_PRED}", column=flags[0])
+    if len(label) == 1:  # class names, likewise
+        arrow.refuse_text(schema.field(label[0]).type, label[0])
     return Columns(pred, label, keep)
 
 
+def _value_type(t, *, lists=False):
+    """The type of the values of a dictionary column (and, with ``lists``, of a list column)."""
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    if lists and (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        t = _value_type(t.value_type)
+    return t
+
+
 def _is_number(t) -> bool:
-    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+    t = _value_type(t)
+    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
 
 
 def plan_inputs(schemas, opts) -> tuple[Columns, pa.Schema]:
@@ -118,6 +132,9 @@ def _wider(a: pa.DataType, b: pa.DataType):
     t = pa.types
     if t.is_null(a) or t.is_null(b):
         return b if t.is_null(a) else a
+    if t.is_dictionary(a) or t.is_dictionary(b):  # read as their values (``conform`` decodes)
+        a, b = _value_type(a), _value_type(b)
+        return a if a == b else _wider(a, b)
     if t.is_floating(a) and t.is_floating(b):
         return a if a.bit_width >= b.bit_width else b
     if t.is_integer(a) and t.is_integer(b):
@@ -144,21 +161,31 @@ def _wider(a: pa.DataType, b: pa.DataType):
 
 
 def conform(batch, schema: pa.Schema):
-    """``batch`` with its columns cast to their types in ``schema`` (a no-op when they agree)."""
+    """``batch`` with its columns cast to their types in ``schema`` (a no-op when they agree;
+    a dictionary-encoded column whose type there is not a dictionary is decoded first)."""
     names = batch.schema.names
     target = [schema.field(n).type if n in schema.names else batch.schema.field(n).type for n in names]
     if all(f.type == u for f, u in zip(batch.schema, target, strict=True)):
         return batch
+    if any(pa.types.is_dictionary(f.type) and not pa.types.is_dictionary(u)
+           for f, u in zip(batch.schema, target, strict=True)):
+        cols = [arrow.decoded(c, n) if pa.types.is_dictionary(c.type) and not pa.types.is_dictionary(u) else c
+                for c, n, u in zip(batch.columns, names, target, strict=True)]
+        batch = type(batch).from_arrays(cols, names=names)
+        if all(f.type == u for f, u in zip(batch.schema, target, strict=True)):
+            return batch
     return batch.cast(pa.schema([pa.field(n, u) for n, u in zip(names, target, strict=True)]))
 
 
 def _column(batch, names: tuple[str, ...]):
-    """One column as is, or several scalar columns as a FixedSizeListArray (nulls kept)."""
+    """One column as is, or several scalar columns as a FixedSizeListArray (nulls kept);
+    dictionary-encoded columns decoded."""
     if len(names) == 1:
-        return batch.column(names[0])
-    cols = [batch.column(n) for n in names]
-    common = pa.float64() if any(pa.types.is_floating(c.type) for c in cols) else pa.int64()
-    if all(c.type == cols[0].type for c in cols):
+        return arrow.decoded(batch.column(names[0]), names[0])
+    cols = [arrow.decoded(batch.column(n), n) for n in names]
+    real = any(pa.types.is_floating(c.type) or pa.types.is_decimal(c.type) for c in cols)
+    common = pa.float64() if real else pa.int64()
+    if all(c.type == cols[0].type for c in cols) and not pa.types.is_decimal(cols[0].type):
         common = cols[0].type
     n, k = len(batch), len(cols)
     values = np.empty((n, k), dtype=common.to_pandas_dtype())
