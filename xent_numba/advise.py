@@ -603,14 +603,17 @@ def first_batch_warning(batch, cols, opts) -> str | None:
 
 def advise_file(
     inputs, pred: str = "pred", label: str = "label", sample_rows: int = SAMPLE_ROWS,
-    *, ignore_index: int | None = None, storage_options: dict | None = None,
+    *, ignore_index: int | None = None, storage_options: dict | None = None, exclude=(),
 ) -> dict:
     """``advise_arrays`` on the first ``sample_rows`` rows of Parquet files, directories or
     globs, read batch by batch with only the prediction and label columns. ``pred``/``label``
-    may be globs over scalar columns (the "wide" layout, one column per class)."""
+    may be globs over scalar columns (the "wide" layout, one column per class; ``exclude``:
+    globs of columns left out of their matches, as ``xent score --exclude``)."""
     if sample_rows < 1:
         raise InvalidInputError(f"--sample-rows must be at least 1; got {sample_rows}")
-    opts = SimpleNamespace(pred=pred, label=label, keep=(), losses=())
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    opts = SimpleNamespace(pred=pred, label=label, keep=(), losses=(), exclude=tuple(exclude))
     preds, labels, got = [], [], 0
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

@@ -42,6 +42,7 @@ class ScoreOptions:
     ignore_index: int | None = None
     bce_reduce: str = "sum"
     keep: tuple = ()
+    exclude: tuple = ()  # globs of columns left out of the wide matches of ``pred`` / ``label``
     device: str = "cpu"
     on_invalid: str = "error"
     normalize: bool = False  # CCE from probabilities: rows divided by their sums (Keras)
@@ -253,6 +254,7 @@ def score_files(
     on_progress=None,
     on_start=None,
     on_warning=None,
+    on_columns=None,
     storage_options: dict | None = None,
 ) -> Summary:
     """Score Parquet / Arrow IPC files into one output file, streaming with bounded memory.
@@ -261,8 +263,10 @@ def score_files(
     the calling thread runs the kernels (which release the GIL), a writer thread encodes
     the previous result into a temporary file beside ``output``, renamed into place only
     when every row was scored. Rows come out in input order, one per input row.
+    ``on_columns(columns)`` (once, with the resolved ``Columns``, before any work),
     ``on_start(total_rows)``, ``on_progress(rows_done)`` and ``on_warning(text)`` report to
-    the caller (the CLI draws the progress bar). Returns the run's ``Summary``.
+    the caller (the CLI prints the run header and draws the progress bar). Returns the run's
+    ``Summary``.
     Inputs and ``output`` may be URLs (``s3://...``, see ``storage``), reached with
     ``storage_options`` (e.g. ``{"endpoint_override": ..., "region": ...}``).
     """
@@ -279,7 +283,7 @@ def score_files(
     caller_threads = numba.get_num_threads()
     try:
         return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                            storage_options, cores)
+                            storage_options, cores, on_columns)
     finally:
         numba.set_num_threads(caller_threads)
 
@@ -299,7 +303,7 @@ _BATCH_OVERHEAD = 16 << 10  # bytes charged per batch on top of its data: tiny b
 
 
 def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                 storage_options=None, cores=1) -> Summary:
+                 storage_options=None, cores=1, on_columns=None) -> Summary:
     import numba
 
     if batch_rows is not None:
@@ -311,6 +315,8 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     io.check_output(output, files, given=inputs, overwrite=overwrite)
     sources = [io.Source(p) for p in files]
     cols, schema = plan_inputs([(s.path, s.schema) for s in sources], opts)
+    if on_columns:
+        on_columns(cols)
     for note in opts.notes() if on_warning else ():
         on_warning(note)
     numba.set_num_threads(kernel_threads(sources, cores))
