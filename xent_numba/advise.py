@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import io, losses
-from .arrow import Ragged, Scalar, as_labels, as_rows, check_lists
+from .arrow import Ragged, Scalar, as_labels, as_rows, check_lists, coerce, decoded
 from .columns import _column, resolve_columns
 from .errors import InvalidInputError
 
@@ -135,6 +135,7 @@ def advise_arrays(pred, label, *, ignore_index: int | None = None, tol: float = 
     ``recommended_loss``, ``explanation`` (a list of sentences), ``warnings`` (a list) and
     ``evidence`` (fractions of rows of each kind, classes seen, rows sampled).
     """
+    pred, label = decoded(coerce(pred), "pred"), decoded(coerce(label), "label")
     p_layout, p_null = as_rows(pred, "pred", is_target=False)
     if isinstance(p_layout, Scalar):
         return _advise_binary(p_layout.values, p_null, label)
@@ -602,14 +603,17 @@ def first_batch_warning(batch, cols, opts) -> str | None:
 
 def advise_file(
     inputs, pred: str = "pred", label: str = "label", sample_rows: int = SAMPLE_ROWS,
-    *, ignore_index: int | None = None, storage_options: dict | None = None,
+    *, ignore_index: int | None = None, storage_options: dict | None = None, exclude=(),
 ) -> dict:
     """``advise_arrays`` on the first ``sample_rows`` rows of Parquet files, directories or
     globs, read batch by batch with only the prediction and label columns. ``pred``/``label``
-    may be globs over scalar columns (the "wide" layout, one column per class)."""
+    may be globs over scalar columns (the "wide" layout, one column per class; ``exclude``:
+    globs of columns left out of their matches, as ``xent score --exclude``)."""
     if sample_rows < 1:
         raise InvalidInputError(f"--sample-rows must be at least 1; got {sample_rows}")
-    opts = SimpleNamespace(pred=pred, label=label, keep=(), losses=())
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    opts = SimpleNamespace(pred=pred, label=label, keep=(), losses=(), exclude=tuple(exclude))
     preds, labels, got = [], [], 0
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -618,7 +622,7 @@ def advise_file(
         try:
             cols = resolve_columns(src.schema, opts)
         except InvalidInputError as exc:
-            raise InvalidInputError(exc.reason, source=str(path)) from None
+            raise exc.moved(source=str(path)) from None
         for batch in src.batches(list(cols.pred + cols.label), min(65_536, sample_rows)):
             for name in cols.pred + cols.label:  # a corrupt file is refused before any slicing
                 try:
@@ -638,7 +642,11 @@ def advise_file(
             break
     if not preds:
         raise InvalidInputError("the input holds no rows")
-    return advise_arrays(_chunked(preds, "prediction"), _chunked(labels, "label"), ignore_index=ignore_index)
+    try:
+        return advise_arrays(_chunked(preds, "prediction"), _chunked(labels, "label"), ignore_index=ignore_index)
+    except InvalidInputError as exc:  # named by the user's columns, not the API's
+        names = {"pred": cols.describe("pred"), "label": cols.describe("label"), "target": cols.describe("label")}
+        raise exc.moved(column=names.get(exc.column, exc.column)) from None
 
 
 def _chunked(arrays: list, role: str = "column"):

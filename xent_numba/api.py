@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import backend, canon, losses, validate
-from .arrow import Scalar, aligned_slices, as_labels, as_rows, coerce
+from .arrow import Scalar, aligned_slices, as_labels, as_rows, coerce, decoded
 from .errors import InvalidInputError
 
 
@@ -39,7 +39,32 @@ def _binary_weights(loss, class_weight, pos_weight) -> tuple[float, float]:
     return (float(pw[0]) if pw.size else 1.0), 1.0
 
 
-def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
+def _ignored_rows(t, ignore_index):
+    """``(rows, t)`` for BCE with ``ignore_index``: the rows whose index label is
+    ``ignore_index`` (None when there are none) and ``t`` with label 0 there. BCE's kernels
+    take no ``ignore_index`` (PyTorch's BCE has none); they score those rows on label 0 and
+    ``_mark`` then gives them NaN and status ``IGNORED``, as CCE's kernels do."""
+    if ignore_index is None or not isinstance(t, np.ndarray) or t.ndim != 1 or t.dtype.kind not in "iu":
+        return None, t
+    rows = t == ignore_index
+    if not rows.any():
+        return None, t
+    t = t.copy()
+    t[rows] = 0
+    return rows, t
+
+
+def _mark(o, s, ignored, nulls) -> None:
+    """Ignored rows (``_ignored_rows``), then null rows, over the kernel's results."""
+    if ignored is not None:
+        s[ignored] = losses.IGNORED
+        o[ignored] = np.nan
+    if nulls is not None:
+        s[nulls] = losses.NULL_ROW
+        o[nulls] = np.nan
+
+
+def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start, ignored, counted):
     """One piece of scalar binary rows (see ``cpu_binary``): always on the CPU, which reads
     them at memory speed (a GPU would spend longer on the copy than on the logs)."""
     from . import cpu_binary
@@ -47,11 +72,9 @@ def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start):
     if t.shape[0] != len(p):
         validate.check_lengths(len(p), t.shape[0])
     n_bad = cpu_binary.run(p.values, t, prm, a, b, o, s)
-    if nulls is not None:
-        s[nulls] = losses.NULL_ROW
-        o[nulls] = np.nan
+    _mark(o, s, ignored, nulls)
     if on_invalid == "error" and (n_bad or nulls is not None):  # the kernel counted: no scan when all are valid
-        validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start)
+        validate.raise_first_invalid(s, p, t, prm, p_nulls, row_offset=start, counted=counted)
 
 
 def _result_dtype(pred_layout) -> np.dtype:
@@ -82,9 +105,14 @@ def score(
     code; ``losses.REASONS`` names them). With ``on_invalid="error"`` the first invalid row
     raises ``InvalidInputError``; with ``"nan"`` invalid rows get NaN.
 
-    ``loss="both"`` scores CCE and BCE (as ``--loss both``: ``class_weight``/``ignore_index``
-    go to CCE, ``pos_weight``/``reduce`` to BCE) and returns two dicts keyed ``"cce"`` and
+    ``loss="both"`` scores CCE and BCE (as ``--loss both``: ``class_weight`` goes to CCE,
+    ``pos_weight``/``reduce`` to BCE) and returns two dicts keyed ``"cce"`` and
     ``"bce"``: ``({"cce": losses, "bce": losses}, {"cce": status, "bce": status})``.
+    ``ignore_index`` is CCE's option (PyTorch's); BCE gives the rows with that index label
+    NaN and status ``IGNORED`` too, so both losses skip the same rows.
+
+    With ``on_invalid="error"`` the error's ``n_invalid`` counts every row of the call, or,
+    when ChunkedArray inputs stop at an earlier chunk, the rows up to there (``counted``).
 
     Inputs: see ``cce``; pandas/polars Series and torch tensors are read through
     ``arrow.coerce`` (zero-copy where possible; a tensor that requires grad is detached).
@@ -102,7 +130,8 @@ def score(
                   on_invalid=on_invalid, device=device)
         c_out, c_st = score("cce", pred, target, class_weight=class_weight, ignore_index=ignore_index,
                             normalize=normalize, **kw)
-        b_out, b_st = score("bce", pred, target, pos_weight=pos_weight, reduce=reduce, weight=weight, **kw)
+        b_out, b_st = score("bce", pred, target, pos_weight=pos_weight, reduce=reduce, weight=weight,
+                            ignore_index=ignore_index, **kw)
         return {"cce": c_out, "bce": b_out}, {"cce": c_st, "bce": b_st}
     if backend.is_device_array(pred) or backend.is_device_array(target):
         if normalize:
@@ -115,7 +144,11 @@ def score(
             pos_weight=pos_weight,
             ignore_index=ignore_index, reduce=reduce, on_invalid=on_invalid,
         )
-    pred, target = coerce(pred), coerce(target)
+    pred, target = decoded(coerce(pred), "pred"), decoded(coerce(target), "target")
+    if loss == "bce" and ignore_index is not None:  # applied here, not by the kernels
+        bce_ignore, ignore_index = losses.int64_option(ignore_index, "ignore_index"), None
+    else:
+        bce_ignore = None
     n = _rows(pred)
     validate.check_lengths(n, _rows(target))
     engine = backend.kernels(backend.resolve(device))
@@ -150,10 +183,12 @@ def score(
         if m == 0:
             continue
         nulls = p_nulls if t_nulls is None else (t_nulls if p_nulls is None else p_nulls | t_nulls)
+        ignored, t = _ignored_rows(t, bce_ignore)
+        counted = None if start + m == n else f"counted in rows 0..{start + m - 1}, where scoring stopped"
         if binary:
             a, b = _binary_weights(loss, class_weight, pos_weight)
             _score_binary(p, t, prm, a, b, out[start : start + m], status[start : start + m],
-                          on_invalid, p_nulls, nulls, start)
+                          on_invalid, p_nulls, nulls, start, ignored, counted)
             continue
         n_classes = validate.max_classes(p)
         rows = (n, start, m)
@@ -165,11 +200,9 @@ def score(
         o, s = out[start : start + m], status[start : start + m]
         p, t, w, pw = canon.kernel_inputs(p, t, w, pw)  # a few compiled signatures cover every input
         n_bad = engine.run(p, t, prm, w, pw, o, s)  # None: not counted
-        if nulls is not None:
-            s[nulls] = losses.NULL_ROW
-            o[nulls] = np.nan
+        _mark(o, s, ignored, nulls)
         if on_invalid == "error" and (n_bad is None or n_bad or nulls is not None):  # no scan when all are valid
-            validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start)
+            validate.raise_first_invalid(s, p_in, t, prm, p_nulls, row_offset=start, counted=counted)
     if out is None:  # zero rows: the dtype follows the input when it can be read
         dtype = np.float64
         try:

@@ -14,6 +14,10 @@ buffer) before any kernel sees them: a corrupt Feather file is an ``InvalidInput
 never a read past the buffer. ``coerce`` turns pandas / polars Series and torch tensors
 into NumPy or Arrow first.
 
+Dictionary-encoded arrays are read as their values (``decoded``). Boolean predictions are
+refused (a yes/no decision has no cross-entropy; ``BOOL_PRED``), boolean labels are 0/1
+targets; string labels (class names, plain or dictionary-encoded) are refused by name.
+
 Each conversion also returns a boolean mask of null rows (or None), so the caller can
 mark them invalid after scoring.
 """
@@ -83,12 +87,22 @@ def _native(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+BOOL_PRED = (
+    "holds booleans: a hard yes/no decision, not a probability or a logit, so it has no "
+    "cross-entropy; cast it to float if you mean probabilities 0 and 1"
+)
+
+
 def _float_values(arr: np.ndarray, column: str, *, allow_int: bool) -> np.ndarray:
-    """Accept numeric values; float16 is widened to float32 (the kernels compute in float64)."""
+    """Accept numeric values; float16 is widened to float32 (the kernels compute in float64).
+    ``allow_int`` (targets): integers and booleans kept as they are; predictions (``False``)
+    take integers as float64 and refuse booleans (``BOOL_PRED``)."""
     arr = _native(arr)
     kind = arr.dtype.kind
     if kind == "f":
         return arr.astype(np.float32) if arr.dtype == np.float16 else arr
+    if kind == "b" and not allow_int:
+        raise InvalidInputError(f"the prediction {BOOL_PRED}", column=column)
     if kind == "b":  # Numba's float() takes no bool: view the bytes as uint8 (no copy)
         arr = arr.view(np.uint8)
     if kind in "iub":
@@ -233,10 +247,14 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
         return Ragged(vals, offs), nulls
     if not is_target and _is_scalar_number(t):
         return Scalar(_scalar_values(arr, column)), _null_mask(arr)
+    if not is_target and pa.types.is_boolean(t):
+        raise InvalidInputError(f"the prediction {BOOL_PRED}", column=column)
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
         return index_labels(to_numpy(arr), column), _null_mask(arr)
-    if pa.types.is_dictionary(t):
-        return _from_arrow(arr.cast(t.value_type), column, is_target=is_target)
+    if is_target:
+        refuse_text(t, column)
+    if pa.types.is_dictionary(t) and not _is_text(t.value_type):
+        return _from_arrow(decoded(arr, column), column, is_target=is_target)
     kind = "pred" if not is_target else "target"
     raise InvalidInputError(
         f"{kind} must be a list/fixed-size-list of numbers"
@@ -246,7 +264,39 @@ def _from_arrow(arr: pa.Array, column: str, *, is_target: bool):
     )
 
 
+def _is_text(t) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def refuse_text(t, column: str) -> None:
+    """Labels that are strings (plain, or a dictionary of strings) are class names: refused."""
+    if _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type)):
+        raise InvalidInputError(
+            f"the label holds strings ({t}): class names are not supported; map them to integer "
+            "class indices, in the order of the prediction's classes",
+            column=column,
+        )
+
+
+def decoded(obj, column: str):
+    """A dictionary-encoded Arrow array or ChunkedArray as its values (``dictionary_decode``,
+    chunk by chunk: Arrow cannot unify dictionaries of lists across chunks); anything else,
+    and dictionaries of strings (refused by the readers, by name), unchanged."""
+    if not isinstance(obj, (pa.Array, pa.ChunkedArray)) or not pa.types.is_dictionary(obj.type):
+        return obj
+    if _is_text(obj.type.value_type):
+        return obj
+    try:
+        if isinstance(obj, pa.ChunkedArray):
+            return pa.chunked_array([c.dictionary_decode() for c in obj.chunks], type=obj.type.value_type)
+        return obj.dictionary_decode()
+    except (pa.ArrowException, ValueError) as exc:  # an index past the dictionary: a damaged file
+        raise InvalidInputError(f"cannot decode the dictionary-encoded column ({exc})", column=column) from None
+
+
 def _check_arrow_numeric(t, column, is_target):
+    if not is_target and pa.types.is_boolean(t):
+        raise InvalidInputError(f"the prediction {BOOL_PRED}", column=column)
     ok = pa.types.is_floating(t) or pa.types.is_integer(t) or (is_target and pa.types.is_boolean(t))
     if not ok:
         raise InvalidInputError(f"list values must be numeric, got Arrow type {t}", column=column)
@@ -275,12 +325,15 @@ def coerce(obj):
     if lib == "polars" and hasattr(obj, "to_arrow"):
         return obj.to_arrow()
     if lib == "pandas" and hasattr(obj, "dtype"):
-        if type(obj.dtype).__name__ == "ArrowDtype" or obj.dtype == object:
-            try:
-                return pa.array(obj)  # lists (``table.to_pandas()``) become an Arrow list array
-            except (pa.ArrowException, TypeError, ValueError) as exc:
-                raise InvalidInputError(f"cannot read this pandas Series as numbers ({exc})") from None
-        return obj.to_numpy()
+        if isinstance(obj.dtype, np.dtype) and obj.dtype != object:
+            return obj.to_numpy()
+        # extension dtypes (nullable Int64 / boolean / Float64, category, ArrowDtype) and
+        # object columns (lists, from ``table.to_pandas()``) through Arrow: <NA> becomes a
+        # null, scored exactly as the same data in a pyarrow array
+        try:
+            return pa.array(obj)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read this pandas Series as numbers ({exc})") from None
     if hasattr(obj, "__array__") or hasattr(obj, "__array_interface__") or isinstance(obj, (memoryview, range)):
         return obj
     raise InvalidInputError(f"cannot read a {type(obj).__module__}.{type(obj).__name__}; accepted: {ACCEPTED}")
@@ -314,12 +367,12 @@ def as_labels(obj, column: str):
     """The label of a scalar (binary) prediction: ``(1-D array, null_mask)``, one number per
     row: 0/1 integers (any width), booleans (viewed as uint8) or soft labels in [0, 1]
     (float16 widened to float32). Values are checked by the kernel, not here."""
+    obj = decoded(obj, column)
     if isinstance(obj, pa.ChunkedArray):
         obj = obj.combine_chunks()
     if isinstance(obj, pa.Array):
         t = obj.type
-        if pa.types.is_dictionary(t):
-            return as_labels(obj.cast(t.value_type), column)
+        refuse_text(t, column)
         if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t):
             return _label_values(to_numpy(obj), column), _null_mask(obj)
         if pa.types.is_decimal(t):
@@ -378,6 +431,7 @@ def as_rows(obj, column: str, *, is_target: bool):
     or (targets only) a 1-D int64 index array. ``obj`` is a NumPy array (or anything
     ``np.asarray`` takes) or a single Arrow array (the caller splits a ``ChunkedArray``).
     """
+    obj = decoded(obj, column)
     if isinstance(obj, pa.ChunkedArray):
         check_lists(obj, column)
         obj = obj.combine_chunks()

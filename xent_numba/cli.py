@@ -148,6 +148,7 @@ def score(
     normalize: Annotated[bool, typer.Option("--normalize", metavar="", help="CCE from probabilities: divide each row by its sum first (Keras' convention).")] = False,
     bce_reduce: Annotated[Reduce, typer.Option(help="BCE: sum or mean over the C components of a row.")] = Reduce("sum"),
     keep: Annotated[list[str] | None, typer.Option(help="Column carried into the output unchanged (repeatable), e.g. a row id.", show_default=False)] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Column left out of the wide matches of --pred and --label (repeatable), e.g. p_max.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="cpu, cuda, or auto (the GPU when one is usable).")] = Device("cpu"),
     threads: Annotated[int | None, typer.Option(help="CPU threads for the kernels and the Parquet decoder (default: all cores, or NUMBA_NUM_THREADS).", show_default=False, min=1)] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (default: about 8 MB of decoded input).", show_default=False, min=1)] = None,
@@ -213,13 +214,13 @@ def score(
             log_base=_log_base(log_base), eps=_eps(eps), label_smoothing=label_smoothing,
             class_weight=_weights(class_weight, "--class-weight"), pos_weight=_weights(pos_weight, "--pos-weight"),
             ignore_index=ignore_index, bce_reduce=bce_reduce, keep=tuple(keep or ()), device=device,
-            on_invalid=on_invalid, normalize=normalize,
+            on_invalid=on_invalid, normalize=normalize, exclude=tuple(exclude or ()),
         )
         if not quiet and engine == "local":  # one line on stderr before a (cache-miss) compile
             backend.announce_compiles(lambda m: err_console.print(m, highlight=False, soft_wrap=True))
         with _progress(quiet) as progress:
             kwargs = dict(fmt=fmt, overwrite=overwrite, on_start=progress.start, on_progress=progress.update,
-                          storage_options=storage_options)
+                          storage_options=storage_options, on_columns=None if quiet else _columns_header)
             if engine == "dask":
                 from . import dask as xdask
 
@@ -319,6 +320,13 @@ def _is_stdout(output: str) -> bool:
         return os.path.realpath(output) == os.path.realpath("/dev/stdout") or os.path.samefile(output, "/dev/stdout")
     except OSError:
         return False
+
+
+def _columns_header(cols) -> None:
+    """The run header: the columns a run reads (a glob's matches named), on stderr."""
+    from rich.markup import escape
+
+    err_console.print(escape(cols.header()), highlight=False, soft_wrap=True)
 
 
 def _warn(message: str) -> None:
@@ -468,6 +476,7 @@ def advise_cmd(
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print exactly one JSON object on stdout.")] = False,
     sample_rows: Annotated[int, typer.Option("--sample-rows", min=1, help="How many rows to read (the first ones, streamed).")] = 100_000,
     ignore_index: Annotated[int | None, typer.Option("--ignore-index", help="Index label that marks rows to ignore (e.g. -100).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", metavar="GLOB", help="Column left out of the wide matches of --pred and --label (repeatable).", show_default=False)] = None,
     storage_option: Annotated[list[str] | None, typer.Option("--storage-option", metavar="KEY=VALUE", help=STORAGE_HELP, show_default=False)] = None,
 ):
     """Tell which loss fits the data: CCE (one exclusive choice per row) or BCE (independent yes/no per class).
@@ -484,7 +493,7 @@ def advise_cmd(
 
     try:
         advice = advise_file(inputs, pred=pred, label=label, sample_rows=sample_rows, ignore_index=ignore_index,
-                             storage_options=storage.parse_options(storage_option))
+                             storage_options=storage.parse_options(storage_option), exclude=tuple(exclude or ()))
     except InvalidInputError as e:
         fail(str(e), 2)
     if as_json:

@@ -214,6 +214,7 @@ def score_files(
     overwrite: bool = False,
     on_progress=None,
     on_start=None,
+    on_columns=None,
     storage_options: dict | None = None,
     **_ignored,
 ) -> Summary:
@@ -225,6 +226,7 @@ def score_files(
     xent-numba installed and must see the input and output paths). Inputs and ``output``
     may be URLs (``s3://...``; the inputs in one store), read and written on every worker
     through the same pyarrow filesystem (``storage_options`` travel with it).
+    ``on_columns(columns)`` is called once with the resolved ``Columns`` before any work.
     """
     dd, distributed = _import_dask()
     if fmt not in (None, "parquet"):
@@ -234,12 +236,14 @@ def score_files(
     _parquet_only(files)
     if storage.is_url(storage.local_path(str(output))):
         return _score_to_url(dd, distributed, files, str(output), opts, scheduler, workers, overwrite,
-                             on_progress, on_start, storage_options)
+                             on_progress, on_start, storage_options, on_columns)
     io.check_output(output, files, given=inputs, overwrite=overwrite, directory=True)
     if io.is_stdout(output) or io.is_special(output):
         raise InvalidInputError("--engine dask writes a Parquet dataset directory; OUTPUT must be a folder name")
     before = _identities(files)
     plan, cols, schema, total = _plan(files, opts)
+    if on_columns:
+        on_columns(cols)
     if on_start:
         on_start(total)
     # beside the target, in a folder that exists (check_output): nothing is created
@@ -271,11 +275,13 @@ def score_files(
 
 
 def _score_to_url(dd, distributed, files, url, opts, scheduler, workers, overwrite, on_progress, on_start,
-                  storage_options) -> Summary:
+                  storage_options, on_columns=None) -> Summary:
     """``score_files`` into a dataset prefix in an object store (``storage.RemoteDataset``:
     parts under a temporary prefix, moved into place when every partition succeeded)."""
     target = storage.RemoteDataset(url, storage_options, overwrite, inputs=files)
     plan, cols, schema, total = _plan(files, opts)
+    if on_columns:
+        on_columns(cols)
     if on_start:
         on_start(total)
     tmp = storage.Location(url, target.fs, target.tmp)  # pickled to the workers with the store's options

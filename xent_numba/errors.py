@@ -8,11 +8,14 @@ class InvalidInputError(ValueError):
 
     Attributes: ``row`` (int or None), ``column`` ("pred", "target" or None), ``reason``
     (short text), ``status`` (the kernel status code or None), ``n_invalid`` (how many rows
-    were invalid in the call, when known).
+    were invalid in the call, when known), ``counted`` (None when ``n_invalid`` counts every
+    row of the call; else where the count stopped, e.g. "counted in the batch that stopped
+    the run": then ``n_invalid`` is a lower bound and the message says "at least").
     """
 
     def __init__(
-        self, reason, *, row=None, column=None, status=None, n_invalid=None, detail="", source=None
+        self, reason, *, row=None, column=None, status=None, n_invalid=None, detail="", source=None,
+        counted=None,
     ):
         self.reason = reason
         self.source = source
@@ -21,11 +24,12 @@ class InvalidInputError(ValueError):
         self.status = status
         self.n_invalid = n_invalid
         self.detail = detail
+        self.counted = counted
         super().__init__(self._message())
 
     def _fields(self) -> dict:
         return dict(row=self.row, column=self.column, status=self.status,
-                    n_invalid=self.n_invalid, detail=self.detail, source=self.source)
+                    n_invalid=self.n_invalid, detail=self.detail, source=self.source, counted=self.counted)
 
     def __reduce__(self):  # keep the attributes when raised in a Dask worker
         return _rebuild, (self.reason, self._fields())
@@ -43,17 +47,22 @@ class InvalidInputError(ValueError):
         if self.detail:
             msg += f" ({self.detail})"
         if self.n_invalid and self.n_invalid > 1:
-            msg += f"; {self.n_invalid} invalid rows in total"
+            if self.counted:
+                msg += f"; at least {self.n_invalid} invalid rows ({self.counted})"
+            else:
+                msg += f"; {self.n_invalid} invalid rows in total"
         return msg
 
-    def moved(self, *, row_offset=0, column=None, source=None) -> InvalidInputError:
+    def moved(self, *, row_offset=0, column=None, source=None, counted=None) -> InvalidInputError:
         """A copy re-addressed: rows shifted by ``row_offset`` (to global row numbers), the
-        column renamed to the user's name, the source file set (when given)."""
+        column renamed to the user's name, the source file set, where the invalid-row count
+        stopped (each when given)."""
         kw = self._fields()
         if self.row is not None:
             kw["row"] = self.row + row_offset
         kw["column"] = column or self.column
         kw["source"] = source or self.source
+        kw["counted"] = counted or self.counted
         return InvalidInputError(self.reason, **kw)
 
 

@@ -42,6 +42,7 @@ class ScoreOptions:
     ignore_index: int | None = None
     bce_reduce: str = "sum"
     keep: tuple = ()
+    exclude: tuple = ()  # globs of columns left out of the wide matches of ``pred`` / ``label``
     device: str = "cpu"
     on_invalid: str = "error"
     normalize: bool = False  # CCE from probabilities: rows divided by their sums (Keras)
@@ -80,9 +81,18 @@ class ScoreOptions:
         )
         if loss == "cce":
             kw.update(class_weight=self.class_weight, ignore_index=self.ignore_index, normalize=self.normalize)
-        else:
-            kw.update(pos_weight=self.pos_weight, reduce=self.bce_reduce)
+        else:  # BCE gives the rows of ``ignore_index`` a null score too (``api.score``)
+            kw.update(pos_weight=self.pos_weight, reduce=self.bce_reduce, ignore_index=self.ignore_index)
         return kw
+
+    def notes(self) -> list[str]:
+        """Warnings about the options themselves, said once per run."""
+        if self.ignore_index is not None and "bce" in self.losses:
+            return [
+                f"--ignore-index is a CCE option (PyTorch's); BCE gives the rows labelled "
+                f"{self.ignore_index} a null score too, counted as ignored"
+            ]
+        return []
 
 
 def score_batch(
@@ -138,10 +148,15 @@ def class_labels(label) -> np.ndarray | None:
     return None
 
 
+BATCH_COUNT = "counted in the batch that stopped the run"
+
+
 def relocate(e: InvalidInputError, cols: Columns, row_offset: int) -> InvalidInputError:
-    """The API's error re-addressed to the user's column name and the global row number."""
+    """The API's error re-addressed to the user's column name and the global row number;
+    its count of invalid rows is the batch's (``BATCH_COUNT``): a run stops at the first
+    batch that has one, so later batches are never counted."""
     column = {"pred": cols.describe("pred"), "target": cols.describe("label")}.get(e.column, e.column)
-    return e.moved(row_offset=row_offset, column=column)
+    return e.moved(row_offset=row_offset, column=column, counted=BATCH_COUNT if e.n_invalid else None)
 
 
 # ---- the local streaming engine ---------------------------------------------------------
@@ -247,6 +262,7 @@ def score_files(
     on_progress=None,
     on_start=None,
     on_warning=None,
+    on_columns=None,
     storage_options: dict | None = None,
 ) -> Summary:
     """Score Parquet / Arrow IPC files into one output file, streaming with bounded memory.
@@ -255,8 +271,10 @@ def score_files(
     the calling thread runs the kernels (which release the GIL), a writer thread encodes
     the previous result into a temporary file beside ``output``, renamed into place only
     when every row was scored. Rows come out in input order, one per input row.
+    ``on_columns(columns)`` (once, with the resolved ``Columns``, before any work),
     ``on_start(total_rows)``, ``on_progress(rows_done)`` and ``on_warning(text)`` report to
-    the caller (the CLI draws the progress bar). Returns the run's ``Summary``.
+    the caller (the CLI prints the run header and draws the progress bar). Returns the run's
+    ``Summary``.
     Inputs and ``output`` may be URLs (``s3://...``, see ``storage``), reached with
     ``storage_options`` (e.g. ``{"endpoint_override": ..., "region": ...}``).
     """
@@ -273,7 +291,7 @@ def score_files(
     caller_threads = numba.get_num_threads()
     try:
         return _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                            storage_options, cores)
+                            storage_options, cores, on_columns)
     finally:
         numba.set_num_threads(caller_threads)
 
@@ -293,7 +311,7 @@ _BATCH_OVERHEAD = 16 << 10  # bytes charged per batch on top of its data: tiny b
 
 
 def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, on_start, on_warning,
-                 storage_options=None, cores=1) -> Summary:
+                 storage_options=None, cores=1, on_columns=None) -> Summary:
     import numba
 
     if batch_rows is not None:
@@ -305,6 +323,10 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
     io.check_output(output, files, given=inputs, overwrite=overwrite)
     sources = io.plan_sources(files)  # footers read, files closed again
     cols, schema = plan_inputs(io.distinct_schemas(sources), opts)
+    if on_columns:
+        on_columns(cols)
+    for note in opts.notes() if on_warning else ():
+        on_warning(note)
     numba.set_num_threads(kernel_threads(sources, cores))
     if fmt == "csv":
         bad = io.csv_unwritable(pa.schema([schema.field(k) for k in cols.keep]))

@@ -226,9 +226,8 @@ def summary_rows(summary: Summary, losses: dict) -> tuple[list[str], list[list[s
 
 
 def _per_class(summary: Summary):
-    seen = np.flatnonzero(summary.class_count)
-    means = summary.class_sum[seen] / summary.class_count[seen]
-    return seen, means, summary.class_count[seen]
+    seen, sums, counts = summary.per_class()
+    return seen, sums / counts, counts
 
 
 def log_unit(log_base) -> str:

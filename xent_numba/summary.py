@@ -8,6 +8,12 @@ that range. Losses of exactly 0 have their own bin. Mean, min, max and counts ar
 
 Each batch is added in one compiled pass (``_accumulate``): counts, a compensated sum,
 min/max, the histogram and, with labels, the per-class sums, with no temporary arrays.
+
+Per-class state costs memory by the classes seen, never by the largest label: only rows
+whose loss is not NaN count (an invalid or ignored row, whatever its label, neither counts
+nor grows the table), classes below ``DENSE_CLASSES`` live in a dense table sized by the
+largest such class (for a scored batch: below C), and larger ones (a hand-made label of
+2**40 with a finite loss) in a sparse one.
 """
 
 from __future__ import annotations
@@ -115,7 +121,7 @@ def _accumulate(values, labels, hist, class_sum, class_count, acc, edges, slice_
         hist[_bin(x, first, last, edges, slice_bin)] += 1
         if per_class:
             k = labels[i]
-            if k >= 0:
+            if k >= 0 and k < class_sum.shape[0]:
                 class_sum[k] += x
                 class_count[k] += 1
     acc[0] += count
@@ -125,13 +131,33 @@ def _accumulate(values, labels, hist, class_sum, class_count, acc, edges, slice_
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _class_sums(values, labels, class_sum, class_count):
-    """Per-class sums and counts of the non-NaN losses; labels below 0 are skipped."""
+    """Per-class sums and counts of the non-NaN losses; labels below 0, or past the table
+    (the sparse table's), are skipped."""
     for i in range(values.shape[0]):
         x = float(values[i])
         k = labels[i]
-        if x == x and k >= 0:
+        if x == x and k >= 0 and k < class_sum.shape[0]:
             class_sum[k] += x
             class_count[k] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _top_label(values, labels, limit):
+    """``(the largest label below limit, whether one is at or past it)`` of the rows whose
+    loss is not NaN (-1 for the first when there is none)."""
+    top, past = -1, False
+    for i in range(values.shape[0]):
+        x = float(values[i])
+        k = labels[i]
+        if x == x:
+            if k >= limit:
+                past = True
+            elif k > top:
+                top = k
+    return top, past
+
+
+DENSE_CLASSES = 1 << 20  # classes 0 .. DENSE_CLASSES - 1 in the dense table (16 bytes each)
 
 
 _INF = math.inf
@@ -228,6 +254,8 @@ class Summary:
     stats: dict = field(default_factory=dict)  # loss name -> LossStats
     class_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per index label, CCE sum
     class_count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # classes >= DENSE_CLASSES: (classes, sums, counts), classes sorted and unique
+    sparse: tuple = field(default_factory=lambda: _sparse_table([], [], []))
 
     def add_losses(self, name: str, values: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Add a batch of one loss column; with integer ``labels`` (one per row, negative for
@@ -235,18 +263,30 @@ class Summary:
         if labels is None:
             self.stats.setdefault(name, LossStats()).add(values)
             return
-        labels = _labels(labels)
-        if labels.size:
-            self._grow(int(labels.max()) + 1)
+        labels, values = _labels(labels), _losses(values)
+        self._make_room(values, labels)
         self.stats.setdefault(name, LossStats()).add(values, labels, self.class_sum, self.class_count)
 
     def add_classes(self, labels: np.ndarray, cce: np.ndarray) -> None:
         """Per-class CCE sums for index labels (rows with a NaN loss are skipped)."""
-        labels = _labels(labels)
+        labels, values = _labels(labels), _losses(cce)
         if labels.size == 0:
             return
-        self._grow(int(labels.max()) + 1)
-        _class_sums(_losses(cce), labels, self.class_sum, self.class_count)
+        self._make_room(values, labels)
+        _class_sums(values, labels, self.class_sum, self.class_count)
+
+    def _make_room(self, values, labels) -> None:
+        """The dense table grown for the classes of this batch's rows with a loss (none for
+        NaN rows); classes past ``DENSE_CLASSES`` added to the sparse table here."""
+        if labels.size == 0:
+            return
+        top, past = _top_label(values, labels, DENSE_CLASSES)
+        self._grow(int(top) + 1)
+        if past:
+            big = (labels >= DENSE_CLASSES) & ~np.isnan(values)
+            cls, inv = np.unique(labels[big], return_inverse=True)
+            part = _sparse_table(cls, np.bincount(inv, weights=values[big]), np.bincount(inv))
+            self.sparse = _merge_sparse(self.sparse, part)
 
     def _grow(self, k: int) -> None:
         if self.class_sum.size < k:
@@ -262,14 +302,22 @@ class Summary:
         self._grow(other.class_sum.size)
         self.class_sum[: other.class_sum.size] += other.class_sum
         self.class_count[: other.class_count.size] += other.class_count
+        self.sparse = _merge_sparse(self.sparse, other.sparse)
         return self
+
+    def per_class(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(classes, CCE sums, rows)`` of every class seen, in class order."""
+        seen = np.flatnonzero(self.class_count)
+        cls, sums, counts = self.sparse
+        return (np.concatenate([seen, cls]), np.concatenate([self.class_sum[seen], sums]),
+                np.concatenate([self.class_count[seen], counts]))
 
     def worst_classes(self, k: int = 5) -> list[tuple[int, float, int]]:
         """``[(class, mean CCE, rows)]`` for the ``k`` classes with the highest mean CCE."""
-        seen = np.flatnonzero(self.class_count)
-        means = self.class_sum[seen] / self.class_count[seen]
+        seen, sums, counts = self.per_class()
+        means = sums / counts
         order = np.argsort(-means, kind="stable")[:k]
-        return [(int(seen[i]), float(means[i]), int(self.class_count[seen[i]])) for i in order]
+        return [(int(seen[i]), float(means[i]), int(counts[i])) for i in order]
 
     def to_dict(self) -> dict:
         return {
@@ -281,3 +329,19 @@ class Summary:
                 {"class": c, "mean_cce": m, "rows": n} for c, m, n in self.worst_classes()
             ],
         }
+
+
+def _sparse_table(classes, sums, counts) -> tuple:
+    return (np.asarray(classes, dtype=np.int64), np.asarray(sums, dtype=np.float64),
+            np.asarray(counts, dtype=np.int64))
+
+
+def _merge_sparse(a: tuple, b: tuple) -> tuple:
+    """Two sparse per-class tables as one (classes sorted, sums and counts added)."""
+    if not b[0].size:
+        return a
+    if not a[0].size:
+        return b
+    cls, inv = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
+    return _sparse_table(cls, np.bincount(inv, weights=np.concatenate([a[1], b[1]])),
+                         np.bincount(inv, weights=np.concatenate([a[2], b[2]])).astype(np.int64))

@@ -123,8 +123,10 @@ def describe(status: int, i: int, pred, target, prm) -> tuple[str, str]:
     return "", ""
 
 
-def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0) -> None:
-    """Raise ``InvalidInputError`` for the first row whose status is an error (not IGNORED)."""
+def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0, counted=None) -> None:
+    """Raise ``InvalidInputError`` for the first row whose status is an error (not IGNORED);
+    its ``n_invalid`` counts the rows of ``status``, ``counted`` says where that count
+    stopped when more rows follow (see ``InvalidInputError``)."""
     if not status.size or status.max() <= losses.IGNORED:  # codes are >= 0: one pass, no temporary
         return
     bad = status > losses.IGNORED
@@ -143,6 +145,7 @@ def raise_first_invalid(status, pred, target, prm, pred_nulls=None, row_offset=0
         status=s,
         n_invalid=int(bad.sum()),
         detail=detail,
+        counted=counted,
     )
 
 
