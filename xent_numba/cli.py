@@ -144,7 +144,7 @@ def score(
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing epsilon in [0, 1].")] = 0.0,
     class_weight: Annotated[str | None, typer.Option(help="CCE class weights, comma-separated, one per class.", show_default=False)] = None,
     pos_weight: Annotated[str | None, typer.Option(help="BCE positive-class weight: one number or one per class, comma-separated.", show_default=False)] = None,
-    ignore_index: Annotated[int | None, typer.Option(help="CCE: rows with this index label get a null score.", show_default=False)] = None,
+    ignore_index: Annotated[int | None, typer.Option(help="Rows with this index label get a null score, counted as ignored (a CCE option; BCE skips them too).", show_default=False)] = None,
     normalize: Annotated[bool, typer.Option("--normalize", metavar="", help="CCE from probabilities: divide each row by its sum first (Keras' convention).")] = False,
     bce_reduce: Annotated[Reduce, typer.Option(help="BCE: sum or mean over the C components of a row.")] = Reduce("sum"),
     keep: Annotated[list[str] | None, typer.Option(help="Column carried into the output unchanged (repeatable), e.g. a row id.", show_default=False)] = None,
