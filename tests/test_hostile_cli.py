@@ -171,3 +171,23 @@ def test_warmup_compiles_the_binary_kernels_every_binary_input_uses(monkeypatch)
                 xn.score(loss, pred, label)
                 assert seen[-1] in warmed, (type(pred), getattr(label, "dtype", None), loss, seen[-1])
     assert "binary" in warmup.GROUPS
+
+
+# ---- the invalid-row count says what it counted -----------------------------------------
+
+
+def test_a_run_stopped_by_its_only_batch_counts_every_row(tmp_path):
+    """One batch held every row: its count of invalid rows is the total, not a lower bound;
+    a run stopped in a first batch of several says "at least"."""
+    n = 3000
+    logits = np.random.default_rng(2).normal(0, 3, n)
+    pq.write_table(pa.table({"pred": logits, "label": (logits > 0).astype(np.int64)}), tmp_path / "d.parquet")
+    bad = int(np.count_nonzero((logits < 0) | (logits > 1)))
+    res = runner.invoke(app, ["score", str(tmp_path / "d.parquet"), "-o", str(tmp_path / "a.parquet"), "-q"])
+    assert res.exit_code == 2
+    assert f"; {bad} invalid rows in total" in res.output
+    res = runner.invoke(app, ["score", str(tmp_path / "d.parquet"), "-o", str(tmp_path / "b.parquet"), "-q",
+                              "--batch-rows", "1000"])
+    assert res.exit_code == 2
+    assert "; at least " in res.output and "(counted in the batch that stopped the run)" in res.output
+    assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "b.parquet").exists()

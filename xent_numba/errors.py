@@ -66,5 +66,12 @@ class InvalidInputError(ValueError):
         return InvalidInputError(self.reason, **kw)
 
 
+    def counted_in_full(self) -> InvalidInputError:
+        """A copy whose invalid-row count is known to cover every row ("in total")."""
+        kw = self._fields()
+        kw["counted"] = None
+        return InvalidInputError(self.reason, **kw)
+
+
 def _rebuild(reason, kw):
     return InvalidInputError(reason, **kw)

@@ -405,12 +405,15 @@ def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_war
     in_flight: deque = deque()
     out_schema = None
 
+    total_rows = sum(s.num_rows for s in sources)
+
     def finish():
-        future, src, size, part = in_flight.popleft()
+        future, src, size, part, whole = in_flight.popleft()
         try:
             scored = future.result()
         except InvalidInputError as e:
-            raise e.moved(source=src.path) from None
+            e = e.moved(source=src.path)
+            raise (e.counted_in_full() if whole else e) from None  # one batch of every row: the total
         budget.release(size)
         _put_checked(to_write, (scored, part), writer_thread)
         return scored.schema
@@ -431,7 +434,9 @@ def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_war
                     on_warning(msg)
             first = False
             part = _DeferredSummary()
-            in_flight.append((submit(score_batch, batch, opts, cols, row_offset=offset, summary=part), src, size, part))
+            whole = offset == 0 and batch.num_rows == total_rows
+            in_flight.append((submit(score_batch, batch, opts, cols, row_offset=offset, summary=part), src, size, part,
+                              whole))
             del batch
             if len(in_flight) == depth:
                 out_schema = finish()
