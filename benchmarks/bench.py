@@ -289,7 +289,7 @@ def end_to_end(n, c, repeat, tmp):
     rows.append(("bare `pyarrow.parquet.read_table` of pred + label (floor)", t_read))
     rows.append(("`pyarrow.feather.read_table`, memory-mapped (Arrow IPC input)",
                  best(lambda: pf.read_table(feather, memory_map=True, columns=["pred", "label"]), repeat)))
-    from xent_numba import pipeline
+    from xent_numba.engine import local as pipeline
 
     opts = pipeline.ScoreOptions(from_logits=True)
     out = Path(tmp) / "scores.parquet"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (also puts the project on sys.path)
 from numba import njit, prange  # noqa: E402
 
-from xent_numba import _fastmath as fm  # noqa: E402
+from xent_numba.kernels import fastmath as fm  # noqa: E402
 
 _J = dict(parallel=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "afn", "reassoc"})
 _F32 = np.float32

@@ -90,7 +90,7 @@ def kernel_table(cuda, peak, shapes, repeat):
                     cuda.synchronize, repeat)
         nbytes = n * c * 4 + n * 8 + n * 4 + n
         gbs = nbytes / t / 1e9
-        from xent_numba import gpu
+        from xent_numba.kernels import gpu
 
         shape = gpu.plan(n, c, c)[0]
         rows.append((n, c, shape, t * 1e3, gbs, 100 * gbs / peak))

@@ -344,7 +344,7 @@ def decode_section(data: Path, rows: int, classes: int, row_group: int, repeat: 
     sys.path.insert(0, str(ROOT))
     from xent_numba import io as xio
     from xent_numba.columns import Columns
-    from xent_numba.pipeline import _default_batch_rows
+    from xent_numba.engine.local import _default_batch_rows
 
     src = make_dump(data, rows, classes, row_group)
     cols = ["id", "pred", "label"]

@@ -46,9 +46,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xent_numba import api, arrow, canon, cpu, io, losses, validate
-from xent_numba.pipeline import DEFAULT_BATCH_BYTES, class_labels
-from xent_numba.summary import N_BINS, Summary, _bin_index
+from xent_numba import api, arrow, io, losses, validate
+from xent_numba.kernels import signatures as canon, cpu
+from xent_numba.engine.local import DEFAULT_BATCH_BYTES, class_labels
+from xent_numba.analysis.summary import N_BINS, Summary, _bin_index
 
 ROOT = Path(__file__).resolve().parents[1]
 

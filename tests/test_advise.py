@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import xent_numba as xn
-from xent_numba.advise import (
+from xent_numba.analysis.advise import (
     KEYS,
     LABEL_KINDS,
     PRED_KINDS,
@@ -21,9 +21,9 @@ from xent_numba.advise import (
     check_fit,
     first_batch_warning,
 )
-from xent_numba.cli import app
+from xent_numba.cli.commands import app
+from xent_numba.engine.local import ScoreOptions, resolve_columns
 from xent_numba.errors import InvalidInputError
-from xent_numba.pipeline import ScoreOptions, resolve_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = json.loads((ROOT.parent / "shared" / "seed-example.json").read_text()) if (
@@ -325,7 +325,7 @@ def test_help_has_an_example(cmd):
 
 
 def test_row_blocks_do_not_change_the_advice(monkeypatch):
-    import xent_numba.advise as adv
+    import xent_numba.analysis.advise as adv
 
     label = one_hot(Y, C)
     label[:7] = 0

@@ -55,7 +55,7 @@ def test_score_does_not_import_pandas(tmp_path):
     pq.write_table(pa.table({"pred": pred, "label": pa.array([1, None, 0])}), inp)
     code = (
         "import sys\n"
-        "from xent_numba import pipeline\n"
+        "from xent_numba.engine import local as pipeline\n"
         f"pipeline.score_files([{str(inp)!r}], {str(tmp_path / 'out.parquet')!r}, "
         "pipeline.ScoreOptions(loss='both', on_invalid='null'))\n"
         "print('pandas' in sys.modules)\n"

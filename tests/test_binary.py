@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import xent_numba as xn
 from tests import reference as ref
 from xent_numba import losses
-from xent_numba.cli import app
+from xent_numba.cli.commands import app
 
 rng = np.random.default_rng(12)
 N = 301

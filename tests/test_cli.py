@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import xent_numba as xn
 from tests import reference as ref
-from xent_numba.cli import app
+from xent_numba.cli.commands import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -332,7 +332,7 @@ def test_score_files_leaves_the_callers_thread_count(tmp_path):
     """The pipeline gives its kernels one core less (the reader decodes on it), for the run only."""
     import numba
 
-    from xent_numba import pipeline
+    from xent_numba.engine import local as pipeline
 
     before = numba.get_num_threads()
     pipeline.score_files([DATA / "sample.parquet"], tmp_path / "o.parquet", pipeline.ScoreOptions())

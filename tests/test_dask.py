@@ -19,8 +19,8 @@ pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
 import xent_numba as xn  # noqa: E402
-from xent_numba import dask as xd  # noqa: E402
-from xent_numba.pipeline import ScoreOptions  # noqa: E402
+from xent_numba.engine import dask as xd  # noqa: E402
+from xent_numba.engine.local import ScoreOptions  # noqa: E402
 
 N_FILES, ROWS, C = 4, 900, 6
 

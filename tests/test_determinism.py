@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import reference as ref
-from xent_numba import pipeline
+from xent_numba.engine import local as pipeline
 
 N = 1500
 BATCHES = [1, 7, 1000, None]  # None: the engine's default (the whole file here)

@@ -21,7 +21,7 @@ import pytest
 
 import xent_numba as xn
 from tests import reference as ref
-from xent_numba import cpu_blocks
+from xent_numba.kernels import cpu_blocks
 
 N = 2100  # over two blocks of cpu_blocks._MAX_ROWS (1,024 rows: dense rows of two classes)
 SLICES = (1, 7, 255, 256, 257, 1023, 1024, 1025)

@@ -12,7 +12,9 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from xent_numba import io, pipeline
+from xent_numba import io
+from xent_numba.engine import local as pipeline
+from xent_numba.io import readers
 
 
 def _table():
@@ -74,7 +76,7 @@ def test_memory_mapped_input_pages_released_behind_the_reader_scores_unchanged(t
     feather.write_feather(t, path, compression="uncompressed", chunksize=5000)
     out = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     pipeline.score_files([path], str(out[0]), pipeline.ScoreOptions(), batch_rows=3000)
-    monkeypatch.setattr(io, "RELEASE_BEHIND", 0)  # release every page before the batch being read
+    monkeypatch.setattr(readers, "RELEASE_BEHIND", 0)  # release every page before the batch being read
     released = []
     real = io.Source._release_behind
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from xent_numba import _fastmath as fm
+from xent_numba.kernels import fastmath as fm
 
 TINY = np.finfo(np.float64).tiny
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, TINY,
@@ -100,7 +100,7 @@ def test_kernel_loops_vectorise():
     of the kernel is compiled here."""
     from numba import njit
 
-    from xent_numba import cpu
+    from xent_numba.kernels import cpu
 
     x = np.linspace(0.1, 0.9, 64)
     fresh = njit(cache=False)(cpu._narrow_dense.py_func)

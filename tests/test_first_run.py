@@ -17,9 +17,12 @@ from typer.testing import CliRunner
 
 import xent_numba as xn
 from tests import reference as ref
-from xent_numba import backend, canon, cpu, warmup
-from xent_numba.cli import app
+from xent_numba import backend
+from xent_numba.cli.commands import app
+from xent_numba.engine import warmup
 from xent_numba.errors import InvalidInputError
+from xent_numba.kernels import cpu
+from xent_numba.kernels import signatures as canon
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -231,7 +234,7 @@ def test_cpu_paths_work_without_numba_cuda(tmp_path):
 
 
 def test_help_matches_the_code():
-    from xent_numba import pipeline
+    from xent_numba.engine import local as pipeline
 
     res = runner.invoke(app, ["score", "--help"], env={"COLUMNS": "250"}, terminal_width=250)
     text = " ".join(res.output.split())

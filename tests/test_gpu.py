@@ -42,7 +42,7 @@ def sim_gpu(monkeypatch):
     function that patches the shape thresholds and records which kernel shapes ran."""
     if not SIM:
         pytest.skip("needs the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
-    from xent_numba import gpu
+    from xent_numba.kernels import gpu
 
     monkeypatch.setenv("XENT_NUMBA_SIMULATOR", "1")
     # the simulator's block manager polls its threads under the GIL: switch often
@@ -253,9 +253,9 @@ def test_device_array_input_stays_on_device(sim_gpu):
 
 def test_stager_double_buffers_batches(sim_gpu):
     """``Stager.score_batches``: several batches in flight, results in order."""
-    from xent_numba import gpu
     from xent_numba import losses as L
     from xent_numba.arrow import Dense
+    from xent_numba.kernels import gpu
 
     sim_gpu("warp")
     batches, wants = [], []
@@ -280,7 +280,8 @@ def test_score_files_on_the_gpu_keeps_two_batches_in_flight(sim_gpu, tmp_path, m
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from xent_numba import gpu, pipeline
+    from xent_numba.engine import local as pipeline
+    from xent_numba.kernels import gpu
 
     rng = np.random.default_rng(3)
     n, c = 40, 5
@@ -313,7 +314,7 @@ def test_score_files_on_the_gpu_keeps_two_batches_in_flight(sim_gpu, tmp_path, m
 
 
 def test_plan_picks_shapes(monkeypatch):
-    from xent_numba import gpu
+    from xent_numba.kernels import gpu
 
     monkeypatch.setattr(config, "GPU_FILL_BLOCKS", 528)
     assert gpu.plan(1_000_000, 1000, 1000) == ("warp", 1)
@@ -343,7 +344,7 @@ _PTX_CHECK = textwrap.dedent(
     import numba.cuda.dispatcher as d
     from numba import cuda, types as T
     d.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-    from xent_numba import gpu
+    from xent_numba.kernels import gpu
 
     def arr(ty, nd=1):
         return T.Array(ty, nd, "C")

@@ -27,9 +27,10 @@ from typer.testing import CliRunner
 
 from tests import reference as ref
 from xent_numba import io as xio
-from xent_numba import pipeline
-from xent_numba.cli import app
+from xent_numba.cli.commands import app
+from xent_numba.engine import local as pipeline
 from xent_numba.errors import InvalidInputError
+from xent_numba.io import outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -236,7 +237,7 @@ def test_dev_stdout_and_a_fifo_are_written_in_place(tmp_path):
 @pytest.mark.parametrize("rename", ["renameat2", "link"])
 def test_output_that_appears_during_the_run_is_not_replaced(tmp_path, monkeypatch, rename):
     if rename == "link":
-        monkeypatch.setattr(xio, "_renameat2", lambda src, dst: False)
+        monkeypatch.setattr(outputs, "_renameat2", lambda src, dst: False)
     src = tmp_path / "in.parquet"
     dump(src)
     out = tmp_path / "o.parquet"
@@ -247,7 +248,7 @@ def test_output_that_appears_during_the_run_is_not_replaced(tmp_path, monkeypatc
 
 def test_dask_output_that_appears_during_the_run_is_not_replaced(tmp_path):
     pytest.importorskip("distributed")
-    from xent_numba import dask as xd
+    from xent_numba.engine import dask as xd
 
     src = tmp_path / "in.parquet"
     dump(src)
@@ -443,7 +444,7 @@ def test_csv_one_column_nulls_keep_their_rows(tmp_path):
 
 
 def test_jsonl_infinite_losses_read_back_in_report(tmp_path):
-    from xent_numba.report import load_scores
+    from xent_numba.analysis.report import load_scores
 
     c = 3
     p = np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25], [0.0, 1.0, 0.0]])
@@ -543,7 +544,7 @@ def test_read_only_output_folder(tmp_path, monkeypatch):
     def denied(path, *a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(xio, "open", denied, raising=False)
+    monkeypatch.setattr(outputs, "open", denied, raising=False)
     res = run("score", src, "-o", tmp_path / "o.parquet", "-q")
     assert res.exit_code == 2 and "Permission denied" in res.output and "Traceback" not in res.output
 
@@ -612,7 +613,7 @@ def test_tiny_batches_are_gathered_into_one_object(tmp_path):
     one = pa.record_batch({"cce": pa.array([1.5])})
     for _ in range(10_000):
         w.write(one)
-        assert len(w._pending) <= xio._PENDING_BATCHES
+        assert len(w._pending) <= outputs._PENDING_BATCHES
     w.commit(one.schema)
     assert pq.ParquetFile(tmp_path / "o.parquet").metadata.num_row_groups == 1
     assert pq.read_table(tmp_path / "o.parquet")["cce"].to_pylist() == [1.5] * 10_000

@@ -18,9 +18,12 @@ import pytest
 from typer.testing import CliRunner
 
 import xent_numba as xn
-from xent_numba import backend, cpu_binary, pipeline, warmup
-from xent_numba.cli import app
+from xent_numba import backend
+from xent_numba.cli.commands import app
 from xent_numba.columns import Columns
+from xent_numba.engine import local as pipeline
+from xent_numba.engine import warmup
+from xent_numba.kernels import cpu_scalar as cpu_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = str(ROOT / "data" / "sample.parquet")

@@ -29,8 +29,9 @@ import pytest
 
 from tests.test_hostile import ROOT, leftovers, run
 from xent_numba import io as xio
-from xent_numba import pipeline, storage
+from xent_numba.engine import local as pipeline
 from xent_numba.errors import InvalidInputError
+from xent_numba.io import readers, storage
 
 C = 3
 
@@ -169,7 +170,7 @@ def test_one_hidden_rule_for_every_segment():
 @pytest.mark.parametrize("named", ["directory", "file", "glob"])
 def test_dask_refuses_arrow_inputs_by_name_before_any_work(tmp_path, monkeypatch, named):
     pytest.importorskip("distributed")
-    from xent_numba import dask as xd
+    from xent_numba.engine import dask as xd
 
     def never(*a, **k):
         raise AssertionError("work started")
@@ -283,7 +284,7 @@ def many_files(root: Path, n: int, rows: int = 2, arrow_every: int = 3) -> list[
 
 _LOW_FD_RUN = """
 import resource, sys
-from xent_numba import pipeline
+from xent_numba.engine import local as pipeline
 pipeline.score_files([sys.argv[1]], sys.argv[2], pipeline.ScoreOptions(keep=("id",)))
 print("fd limit", resource.getrlimit(resource.RLIMIT_NOFILE))
 """
@@ -408,7 +409,7 @@ def test_arrow_input_truncated_without_a_lease_is_exit_2(tmp_path):
 def test_no_lease_reads_through_a_file_and_sees_a_truncation(tmp_path, monkeypatch):
     src = tmp_path / "in.arrow"
     write(src, range(10_000), chunksize=1000)
-    monkeypatch.setattr(xio, "_lease_ready", lambda: False)
+    monkeypatch.setattr(readers, "_lease_ready", lambda: False)
     source = xio.Source(str(src))
     assert not source.zero_copy()
     batches = source.batches(["id"], 1000)
@@ -424,11 +425,11 @@ def test_a_lease_is_taken_and_given_back(tmp_path):
     write(src, range(1000), chunksize=100)
     source = xio.Source(str(src))
     assert source.zero_copy()  # mapped under a lease (main thread, a local file of ours)
-    live = xio._Mapped.live
+    live = readers._Mapped.live
     got = pa.Table.from_batches(list(source.batches(["id"], 64)))
     assert got["id"].to_pylist() == list(range(1000))
     del got
-    assert xio._Mapped.live == live  # the last view gone: unmapped, the lease released
+    assert readers._Mapped.live == live  # the last view gone: unmapped, the lease released
     fd = os.open(src, os.O_WRONLY | os.O_NONBLOCK)  # a lease still held would refuse this
     os.close(fd)
 
@@ -492,7 +493,7 @@ def test_a_file_replaced_by_rename_while_read_is_read_to_its_end(tmp_path, decod
 @pytest.mark.slow
 def test_dask_refuses_an_input_changed_during_the_run(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
-    from xent_numba import dask as xd
+    from xent_numba.engine import dask as xd
 
     src = tmp_path / "in.parquet"
     write(src, range(500))

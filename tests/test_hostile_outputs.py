@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from tests import reference as ref
 from xent_numba import __version__
 from xent_numba import io as xio
-from xent_numba.cli import app
+from xent_numba.cli.commands import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -219,7 +219,7 @@ class _ShortWrites:
 def test_a_short_write_is_never_taken_for_a_whole_one(fmt, monkeypatch):
     sink = _ShortWrites()
     table = pa.table({"id": np.arange(5000), "cce": np.linspace(0, 1, 5000)})
-    writer = xio._Csv(sink, table.schema) if fmt == "csv" else xio._JsonLines(sink)
+    writer = xio.Csv(sink, table.schema) if fmt == "csv" else xio.JsonLines(sink)
     writer.write_table(table)
     writer.close()
     lines = bytes(sink.data).decode().splitlines()
@@ -399,7 +399,7 @@ def test_summary_json_is_strict_and_records_the_run(tmp_path):
 
 
 def test_summary_json_writes_nan_as_a_string():
-    from xent_numba import cli
+    from xent_numba.cli import commands as cli
 
     assert cli._strict_json({"a": [math.nan, -math.inf, 1.5, {"b": math.inf}], "c": None}) == {
         "a": ["NaN", "-Infinity", 1.5, {"b": "Infinity"}], "c": None}

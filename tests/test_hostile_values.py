@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 
 import xent_numba as xn
 from tests import reference as ref
-from xent_numba import losses, pipeline
-from xent_numba.advise import advise_arrays, advise_file
-from xent_numba.cli import app
+from xent_numba import losses
+from xent_numba.analysis.advise import advise_arrays, advise_file
+from xent_numba.analysis.summary import DENSE_CLASSES, Summary
+from xent_numba.cli.commands import app
 from xent_numba.columns import Columns, family
+from xent_numba.engine import local as pipeline
 from xent_numba.errors import InvalidInputError
-from xent_numba.summary import DENSE_CLASSES, Summary
 
 runner = CliRunner()
 
@@ -447,7 +448,7 @@ def test_dictionary_columns_in_the_dask_engine(tmp_path):
     pytest.importorskip("distributed")
     import dask.dataframe as dd
 
-    from xent_numba import dask as xdask
+    from xent_numba.engine import dask as xdask
 
     rows = _probs(3, 3)
     idx = np.arange(30) % 3

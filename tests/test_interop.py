@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import xent_numba as xn
 from tests import reference as ref
-from xent_numba.cli import app
+from xent_numba.cli.commands import app
 
 rng = np.random.default_rng(17)
 P = rng.random((40, 4)) + 0.05
@@ -145,7 +145,7 @@ def test_advise_mixed_label_types_and_wide_uint64(tmp_path):
 def test_advise_memory_is_linear_in_classes():
     import tracemalloc
 
-    from xent_numba.advise import advise_arrays
+    from xent_numba.analysis.advise import advise_arrays
 
     c = 20_000
     p = np.full((3, c), 1.0 / c)

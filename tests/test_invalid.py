@@ -277,8 +277,8 @@ def test_block_kernels_count_the_invalid_rows(c):
     """The block kernels count the invalid rows as they go (``cpu.run`` returns the count, and
     the API scans the statuses only when it is not 0): the count is the statuses' own, for
     index and dense targets, whichever block the rows fall in."""
-    from xent_numba import cpu
     from xent_numba.arrow import Dense
+    from xent_numba.kernels import cpu
 
     rng = np.random.default_rng(5)
     n = 5000

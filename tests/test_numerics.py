@@ -22,8 +22,9 @@ import pytest
 import xent_numba as xn
 from tests import reference as ref
 from tests.test_gpu import sim_gpu  # noqa: F401  (fixture)
-from xent_numba import cpu_blocks, losses
+from xent_numba import losses
 from xent_numba.errors import InvalidInputError
+from xent_numba.kernels import cpu_blocks
 
 GAPS = (7.0, 10.0, 14.0, 20.0, 25.0, 30.0, 36.0, 40.0, 46.0)  # losses ~1e-3 .. ~1e-20
 PAD = cpu_blocks._NARROW + 8  # classes appended for the "wide" path, at a logit far below the rest
@@ -170,7 +171,7 @@ def test_fastmath_log1p_survives_reassociation():
     reassociation (as the CPU kernels are)."""
     from numba import njit
 
-    from xent_numba import _fastmath as fm
+    from xent_numba.kernels import fastmath as fm
 
     @njit(fastmath={"reassoc", "nsz", "arcp", "afn"})
     def f(p, m, x, l):
@@ -354,7 +355,7 @@ def test_normalize_divides_rows_by_their_sum(layout):
 def test_normalize_cli(tmp_path):
     import pyarrow.parquet as pq
 
-    from xent_numba import pipeline
+    from xent_numba.engine import local as pipeline
 
     src = tmp_path / "in.parquet"
     pq.write_table(pa.table({"pred": [[0.5, 0.89, 0.6], [0.2, 0.2]], "label": [1, 0]}), src)

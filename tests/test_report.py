@@ -18,9 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 import xent_numba as xn
-from xent_numba.cli import app
+from xent_numba.analysis.report import load_scores, render_report
+from xent_numba.cli.commands import app
 from xent_numba.errors import InvalidInputError
-from xent_numba.report import load_scores, render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -154,7 +154,7 @@ def _texts(fig) -> str:
 
 def test_loss_axis_is_log_scaled_and_names_the_base(scores):
     pytest.importorskip("matplotlib")
-    from xent_numba.report import build_figure, summarize
+    from xent_numba.analysis.report import build_figure, summarize
 
     path, _ = scores
     losses, labels, label_col = load_scores(path)
@@ -178,14 +178,14 @@ def test_loss_axis_is_log_scaled_and_names_the_base(scores):
 
 @pytest.mark.parametrize("base, unit", [(math.e, "nats (log base e)"), (2, "bits (log base 2)"), (10, "log base 10")])
 def test_log_unit(base, unit):
-    from xent_numba.report import log_unit
+    from xent_numba.analysis.report import log_unit
 
     assert log_unit(base) == unit
 
 
 def test_figure_says_why_the_class_panel_is_absent(scores, tmp_path):
     pytest.importorskip("matplotlib")
-    from xent_numba.report import build_figure, summarize
+    from xent_numba.analysis.report import build_figure, summarize
 
     _, table = scores
     src = tmp_path / "nolabel.parquet"

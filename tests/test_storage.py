@@ -1,4 +1,4 @@
-"""xent_numba.storage against a real S3 server (moto on 127.0.0.1): prefixes, globs, a
+"""xent_numba.io.storage against a real S3 server (moto on 127.0.0.1): prefixes, globs, a
 Feather object, atomic writes, and every error naming the URL."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.s3server import s3  # noqa: F401  (the fixture)
-from xent_numba import storage
 from xent_numba.errors import InvalidInputError
+from xent_numba.io import storage
 
 
 def _table(i: int, n: int = 5) -> pa.Table:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests import reference as ref
-from xent_numba.summary import N_BINS, Summary
+from xent_numba.analysis.summary import N_BINS, Summary
 
 
 def _losses(rng, n, dtype):
@@ -93,7 +93,7 @@ def test_strided_and_readonly_input():
 def test_every_bin_edge_and_its_neighbours():
     """The table lookup puts values on, just below and just above every edge in the bin the
     NumPy statement gives (the lookup never computes a log)."""
-    from xent_numba.summary import EDGES
+    from xent_numba.analysis.summary import EDGES
 
     v = np.concatenate([EDGES, np.nextafter(EDGES, 0), np.nextafter(EDGES, np.inf), [0.0, -0.0, 5e-324, 1e300]])
     s = Summary()

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from . import backend, canon, losses, validate
+from . import backend, losses, validate
 from .arrow import Scalar, aligned_slices, as_labels, as_rows, coerce, decoded
 from .errors import InvalidInputError
+from .kernels import signatures as canon
 
 
 def _rows(x) -> int:
@@ -67,7 +68,7 @@ def _mark(o, s, ignored, nulls) -> None:
 def _score_binary(p, t, prm, a, b, o, s, on_invalid, p_nulls, nulls, start, ignored, counted):
     """One piece of scalar binary rows (see ``cpu_binary``): always on the CPU, which reads
     them at memory speed (a GPU would spend longer on the copy than on the logs)."""
-    from . import cpu_binary
+    from .kernels import cpu_scalar as cpu_binary
 
     if t.shape[0] != len(p):
         validate.check_lengths(len(p), t.shape[0])
@@ -136,7 +137,7 @@ def score(
     if backend.is_device_array(pred) or backend.is_device_array(target):
         if normalize:
             raise InvalidInputError("normalize=True is not supported for GPU device arrays")
-        from . import gpu  # GPU inputs imply device="cuda"; the results stay on the GPU
+        from .kernels import gpu  # GPU inputs imply device="cuda"; the results stay on the GPU
 
         return gpu.score_device(
             loss, pred, target, from_logits=from_logits, log_base=log_base, eps=eps,

@@ -76,10 +76,10 @@ def kernels(name: str):
     if name == "cuda":
         if not cuda_installed():
             raise InvalidInputError(f"the CUDA backend needs the CUDA extra: {CUDA_EXTRA_HINT}")
-        from . import gpu
+        from .kernels import gpu
 
         return gpu
-    from . import cpu
+    from .kernels import cpu
 
     return cpu
 

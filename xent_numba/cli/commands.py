@@ -20,7 +20,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import __version__
+from .. import __version__
+
 
 class _FlagMetavars:
     """Help that shows flags as flags: Typer's rich help gives every option a type column,
@@ -175,8 +176,10 @@ def score(
     0 done, 2 bad usage, bad input or an output that may not be written, 1 anything
     unexpected, 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
     """
-    from . import backend, io, pipeline, storage
-    from .errors import InvalidInputError
+    from .. import backend, io
+    from ..engine import local as pipeline
+    from ..errors import InvalidInputError
+    from ..io import storage
 
     loss, bce_reduce, device, on_invalid, engine = (
         x.value for x in (loss, bce_reduce, device, on_invalid, engine)
@@ -222,7 +225,7 @@ def score(
             kwargs = dict(fmt=fmt, overwrite=overwrite, on_start=progress.start, on_progress=progress.update,
                           storage_options=storage_options, on_columns=None if quiet else _columns_header)
             if engine == "dask":
-                from . import dask as xdask
+                from ..engine import dask as xdask
 
                 summary = xdask.score_files(inputs, output, opts, scheduler=scheduler, workers=workers, **kwargs)
             else:
@@ -280,7 +283,7 @@ def _run_record(summary, elapsed: float, *, inputs, files, output, opts, fmt: st
     (``summary.QUANTILES``: approximate), and the timing."""
     import dataclasses
 
-    from .summary import QUANTILES
+    from ..analysis.summary import QUANTILES
 
     d = summary.to_dict()
     d["losses"] = {name: st | {"quantiles": QUANTILES} for name, st in d["losses"].items()}
@@ -413,7 +416,7 @@ def show_summary(summary, elapsed: float, output, console=None) -> None:
         f"{d['rows'] / elapsed:,.0f}" if elapsed > 0 else "-",
     )
     out_console.print(table)
-    from .summary import QUANTILES
+    from ..analysis.summary import QUANTILES
 
     # median and p95 come from the log-binned histogram: marked approximate (~)
     losses = Table(show_edge=True)
@@ -487,9 +490,9 @@ def advise_cmd(
     """
     import json
 
-    from . import storage
-    from .advise import advise_file
-    from .errors import InvalidInputError
+    from ..analysis.advise import advise_file
+    from ..errors import InvalidInputError
+    from ..io import storage
 
     try:
         advice = advise_file(inputs, pred=pred, label=label, sample_rows=sample_rows, ignore_index=ignore_index,
@@ -516,9 +519,9 @@ def report_cmd(
 
     Example: [bold]xent report scores.parquet --label label -o report.png[/]
     """
-    from . import storage
-    from .errors import InvalidInputError
-    from .report import render_report
+    from ..analysis.report import render_report
+    from ..errors import InvalidInputError
+    from ..io import storage
 
     try:
         res = render_report(scores, output, label=label, storage_options=storage.parse_options(storage_option),
@@ -540,7 +543,7 @@ def warmup_cmd(
     Kernels are compiled on first use and cached on disk; this compiles the common ones now
     (a few minutes on two cores) so that no later run waits for a compile.
     """
-    from .warmup import warmup
+    from ..engine.warmup import warmup
 
     err_console.print("compiling kernels for every input type (once; cached on disk) ...", highlight=False)
     try:
@@ -557,7 +560,7 @@ def main() -> None:
     # a run on two cores). Read by the OpenMP runtime when the first kernel starts; a
     # value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .io import ignore_signals, install_signal_handlers
+    from ..io import ignore_signals, install_signal_handlers
 
     # SIGTERM and SIGHUP stop a run like Ctrl-C: temporary files removed, exit 143 / 129
     install_signal_handlers()

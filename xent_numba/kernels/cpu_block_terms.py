@@ -14,7 +14,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from . import _fastmath as fm
+from ..losses import EMPTY_ROW, IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, TARGET_MASKED
+from . import fastmath as fm
 from .cpu_rows import (
     _INF,
     _NAN,
@@ -30,7 +31,6 @@ from .cpu_rows import (
     _softplus_term,
     _span,
 )
-from .losses import EMPTY_ROW, IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, TARGET_MASKED
 
 
 @njit(**_ijit)

@@ -27,10 +27,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from . import _fastmath as fm
-from .canon import frozen
+from ..losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, PRED_RANGE, TARGET_VALUE
+from . import fastmath as fm
 from .cpu_rows import _clip, _lpe, _max  # inlined, so compiled with this module's flags
-from .losses import IGNORED, LABEL_RANGE, OK, PRED_NONFINITE, PRED_RANGE, TARGET_VALUE
+from .signatures import frozen
 
 _INF = math.inf
 _NAN = math.nan

@@ -41,8 +41,9 @@ OPTION_GROUPS = {  # the general kernels (label smoothing, class/pos weights): -
 
 
 def _compile_group(name: str) -> None:
-    from . import api, canon
-    from .summary import Summary
+    from .. import api
+    from ..analysis.summary import Summary
+    from ..kernels import signatures as canon
 
     targets, c = {**GROUPS, **OPTION_GROUPS}[name]
     if targets == "scalar":
@@ -76,7 +77,8 @@ def _compile_group(name: str) -> None:
 def _compile_binary() -> None:
     """The scalar-row kernel (``cpu_binary``) for both prediction dtypes and every label form
     ``arrow.as_labels`` makes: 0/1 as uint8 (bool) or int64, soft labels as float32/float64."""
-    from . import api, canon
+    from .. import api
+    from ..kernels import signatures as canon
 
     n = 8
     y = np.arange(n) % 2
@@ -108,7 +110,7 @@ def warmup(*, jobs: int | None = None, include_options: bool = False, say=print)
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
-            code = f"from xent_numba.warmup import _compile_group; _compile_group({name!r})"
+            code = f"from xent_numba.engine.warmup import _compile_group; _compile_group({name!r})"
             running.append((name, time.perf_counter(), subprocess.Popen([sys.executable, "-c", code])))
         for item in list(running):
             name, t, proc = item

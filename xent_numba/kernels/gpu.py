@@ -36,9 +36,9 @@ import numpy as np
 from numba import config as nb_config
 from numba import cuda
 
-from . import config, losses, validate
-from .arrow import Dense, Ragged, as_rows, is_device_array
-from .errors import InvalidInputError
+from .. import config, losses, validate
+from ..arrow import Dense, Ragged, as_rows, is_device_array
+from ..errors import InvalidInputError
 
 SIMULATOR = bool(nb_config.ENABLE_CUDASIM)
 

@@ -36,10 +36,10 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow as pa
 
-from . import io, losses
-from .arrow import Ragged, Scalar, as_labels, as_rows, check_lists, coerce, decoded
-from .columns import _column, resolve_columns
-from .errors import InvalidInputError
+from .. import io, losses
+from ..arrow import Ragged, Scalar, as_labels, as_rows, check_lists, coerce, decoded
+from ..columns import _column, resolve_columns
+from ..errors import InvalidInputError
 
 SAMPLE_ROWS = 100_000
 SUM_TOL = losses.DENSE_SUM_RTOL  # the tolerance the scorer uses for "a row sums to 1"

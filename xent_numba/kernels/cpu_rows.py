@@ -34,8 +34,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from . import _fastmath as fm
-from .losses import (
+from ..losses import (
     EMPTY_ROW,
     IGNORED,
     LABEL_RANGE,
@@ -47,6 +46,7 @@ from .losses import (
     TARGET_SUM,
     TARGET_VALUE,
 )
+from . import fastmath as fm
 
 _INF = math.inf
 _NAN = math.nan

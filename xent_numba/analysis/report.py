@@ -5,7 +5,7 @@ saying why not), and the summary statistics.
 The scores file is what ``xent score`` writes (Parquet file or dataset directory, CSV,
 JSON Lines or Feather/Arrow IPC): the kept columns, then ``cce`` and/or ``bce``. Only the
 loss columns and the label column are read. The statistics are those of the end-of-run
-summary (``xent_numba.summary``), so the numbers match what ``xent score`` printed.
+summary (``xent_numba.analysis.summary``), so the numbers match what ``xent score`` printed.
 
 PNG output is one figure; HTML embeds the same figures (as base64 PNG) beside an HTML table.
 Needs matplotlib (``pip install 'xent-numba[plot]'``); figures are drawn without pyplot, on
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import storage
-from .errors import InvalidInputError
-from .losses import log_scale
+from ..errors import InvalidInputError
+from ..io import storage
+from ..losses import log_scale
 from .summary import Summary
 
 LOSSES = ("cce", "bce")

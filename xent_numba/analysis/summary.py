@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
-from ._fastmath import as_int
+from ..kernels.fastmath import as_int
 
 BINS_PER_DECADE = 200
 LOG_LO, LOG_HI = -12, 6

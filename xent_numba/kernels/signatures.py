@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrow import Dense, Ragged
+from ..arrow import Dense, Ragged
 
 PRED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 TARGET_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8))

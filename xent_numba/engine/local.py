@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from . import api, arrow, backend, io, losses
-from .columns import Columns, _column, conform, plan_inputs, resolve_columns  # noqa: F401  (re-exported)
-from .errors import InvalidInputError
-from .summary import Summary
+from .. import api, arrow, backend, io, losses
+from ..analysis.summary import Summary
+from ..columns import Columns, _column, conform, plan_inputs, resolve_columns  # noqa: F401  (re-exported)
+from ..errors import InvalidInputError
 
 LOSS_CHOICES = ("cce", "bce", "both")
 ON_INVALID_CHOICES = ("error", "null")
@@ -427,7 +427,7 @@ def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_war
             src, offset, batch, size = item
             del item
             if first and on_warning:
-                from .advise import first_batch_warning
+                from ..analysis.advise import first_batch_warning
 
                 msg = first_batch_warning(batch, cols, opts)
                 if msg:

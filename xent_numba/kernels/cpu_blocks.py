@@ -12,6 +12,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ..losses import EMPTY_ROW, IGNORED, OK, TARGET_SUM
 from .cpu_block_terms import (
     _bce_hard_terms,
     _bce_rows,
@@ -48,12 +49,6 @@ from .cpu_rows import (
     _jit,
     _pjit,
     _span,
-)
-from .losses import (
-    EMPTY_ROW,
-    IGNORED,
-    OK,
-    TARGET_SUM,
 )
 
 # ---- narrow rows (few classes): work on blocks of rows, vectorised across the block ---------

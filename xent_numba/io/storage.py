@@ -23,7 +23,7 @@ from functools import lru_cache
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 _WILDCARDS = "*?["
