@@ -429,8 +429,8 @@ def floor_impls(d: dict) -> dict:
 
 
 def machine() -> str:
-    """CPU model and count, versions, Numba's threading layer (once launched) and the load
-    average now (a shared machine's load moves its figures)."""
+    """CPU model and count, versions, Numba's threading layer (once a parallel kernel has
+    launched it) and the load average now (a shared machine's load moves its figures)."""
     import numba
 
     try:
@@ -439,13 +439,13 @@ def machine() -> str:
     except (OSError, StopIteration):
         model = platform.processor()
     try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run yet
-        layer = "?"
+        layer = f", threading layer {numba.threading_layer()}"
+    except ValueError:  # no parallel kernel has run in this process
+        layer = ""
     load = os.getloadavg()
     return (f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
-            f"numba {numba.__version__}, numpy {np.__version__}, pyarrow {pa.__version__}, threading layer "
-            f"{layer}; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end of the run")
+            f"numba {numba.__version__}, numpy {np.__version__}, pyarrow {pa.__version__}{layer}; "
+            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end of the run")
 
 
 # ---- internal entry points ------------------------------------------------------------------
