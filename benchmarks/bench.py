@@ -14,76 +14,16 @@ of several runs; compare ratios from one run, not absolute times across machines
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
-import platform
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import common
 import numpy as np
+from common import best, fmt_ms, fmt_r
 
-# PyTorch and Numba's omp layer each bring an OpenMP runtime; with the default (active)
-# wait policy the idle threads of one spin on the cores the other needs. Passive waiting
-# keeps the two from taxing each other (set before either is imported).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import xent_numba as xn  # noqa: E402
-
-SKIPPED: list[str] = []
-
-
-def optional(name):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        SKIPPED.append(f"{name} (not installed)")
-        return None
-
-
-def best(fn, repeat, warm=True):
-    """Best wall time of ``repeat`` runs (after one warm-up run unless ``warm`` is False)."""
-    if warm:
-        fn()
-    t = float("inf")
-    for _ in range(repeat):
-        s = time.perf_counter()
-        fn()
-        t = min(t, time.perf_counter() - s)
-    return t
-
-
-def fmt_ms(t):
-    return "—" if t is None else f"{t * 1e3:.1f}"
-
-
-def fmt_r(r):
-    return "—" if r is None else f"{r:.2f}×"
-
-
-def fmt_x(a, b):
-    return "—" if a is None or b is None else f"{a / b:.2f}×"
-
-
-def make_data(n, c, seed=0):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0.0, 2.0, (n, c)).astype(np.float32)
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    probs = (e / e.sum(1, keepdims=True)).astype(np.float32)
-    y = rng.integers(0, c, n)
-    onehot = np.zeros((n, c), dtype=np.float32)
-    onehot[np.arange(n), y] = 1.0
-    multihot = (rng.random((n, c)) < 0.3).astype(np.float32)
-    sig = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-    return dict(logits=logits, probs=probs, y=y, onehot=onehot, multihot=multihot, sig=sig)
-
+import xent_numba as xn
 
 # ---- in-memory kernels ---------------------------------------------------------------------
 
@@ -142,40 +82,6 @@ def xent_impls(d):
     }
 
 
-_FLOOR_SUM = None
-
-
-def floor_sum():
-    """A 2-thread Numba ``prange`` sum over a flat array (fastmath reduction): one read of it."""
-    global _FLOOR_SUM
-    if _FLOOR_SUM is None:
-        import numba
-
-        @numba.njit(parallel=True, fastmath=True, cache=False)
-        def psum(a):
-            s = a.dtype.type(0)
-            for i in numba.prange(a.size):
-                s += a[i]
-            return s
-
-        _FLOOR_SUM = psum
-    return _FLOOR_SUM
-
-
-def floor_impls(d):
-    """A 2-thread prange sum over each array a mode reads: what memory bandwidth alone costs."""
-    flat = {k: np.ascontiguousarray(v).reshape(-1) for k, v in d.items()}
-    P, L, y, OH, MH, S = flat["probs"], flat["logits"], flat["y"], flat["onehot"], flat["multihot"], flat["sig"]
-    f = floor_sum()
-    return {
-        "cce_prob_index": lambda: (f(P), f(y)),
-        "cce_logit_index": lambda: (f(L), f(y)),
-        "cce_logit_onehot": lambda: (f(L), f(OH)),
-        "bce_prob_multihot": lambda: (f(S), f(MH)),
-        "bce_logit_multihot": lambda: (f(L), f(MH)),
-    }
-
-
 MODES = {
     "cce_prob_index": "CCE, probabilities + index labels",
     "cce_logit_index": "CCE, logits + index labels",
@@ -197,44 +103,31 @@ def check_agreement(d, ours, theirs, name):
 
 def in_memory(total, cs, repeat):
     """One table per C, each on N = total // C rows (the same N*C values, so the same bytes of predictions)."""
-    torch = optional("torch")
+    torch = common.peer("torch")
     for c in cs:
         n = max(1, total // c)
-        d = make_data(n, c)
-        ours, floor, np_ = xent_impls(d), floor_impls(d), numpy_impls(d)
+        d = common.in_memory_data(n, c)
+        ours, floor, np_ = xent_impls(d), common.floor_impls(d), numpy_impls(d)
         th = torch_impls(d, torch) if torch else None
         check_agreement(d, ours, np_, "NumPy")
         if th:
             check_agreement(d, ours, th, "PyTorch")
-        print(f"\n### In-memory kernels (N = {n:,}, C = {c}, float32, {xn_threads()} threads)\n")
+        print(f"\n### In-memory kernels (N = {n:,}, C = {c}, float32, {common.threads()} threads)\n")
         print("| mode | xent-numba ms | NumPy ms | PyTorch CPU ms | floor ms | vs NumPy | vs PyTorch | xent / floor |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for mode, label in MODES.items():
-            # interleaved rounds: each round times every implementation once (best of 3 calls),
-            # and each ratio is the median over rounds of the ratio within a round (this shared
-            # machine's speed drifts within seconds; best times taken apart gave 2x swings)
-            impls = [ours[mode], np_[mode], th[mode] if th else None, floor[mode]]
-            for f in impls:
-                if f:
-                    f()
-            rounds = [[best(f, 3, warm=False) if f else None for f in impls] for _ in range(repeat)]
-            t_x, t_n, t_t, t_f = (None if r[0] is None else statistics.median(r)
-                                  for r in zip(*rounds))
-            med = lambda i, j: None if impls[i] is None else statistics.median(r[i] / r[j] for r in rounds)  # noqa: E731
-            print(f"| {label} | {fmt_ms(t_x)} | {fmt_ms(t_n)} | {fmt_ms(t_t)} | {fmt_ms(t_f)} "
-                  f"| {fmt_r(med(1, 0))} | {fmt_r(med(2, 0))} | {fmt_r(med(0, 3))} |")
+            t = common.interleaved_best({"xent": ours[mode], "numpy": np_[mode],
+                                         "torch": th[mode] if th else None, "floor": floor[mode]}, repeat)
+            med, r = common.median, common.ratio
+            print(f"| {label} | {fmt_ms(med(t['xent']))} | {fmt_ms(med(t['numpy']))} | {fmt_ms(med(t['torch']))} "
+                  f"| {fmt_ms(med(t['floor']))} | {fmt_r(r(t['numpy'], t['xent']))} | {fmt_r(r(t['torch'], t['xent']))} "
+                  f"| {fmt_r(r(t['xent'], t['floor']))} |")
     print(f"\nTimes: median over {repeat} interleaved rounds of the best of 3 calls; ratios: median over "
           "rounds of the ratio within a round.")
     print("\n'vs X' = X's time / xent-numba's time (higher: xent-numba faster). NumPy's CCE from "
           "probabilities is the bare fancy-index gather `-log(P[i, y])` (no validation). The floor is "
           "a 2-thread Numba `prange` sum over each array the mode reads (predictions and targets), once. "
           "Every table has the same N*C values.")
-
-
-def xn_threads():
-    import numba
-
-    return numba.get_num_threads()
 
 
 # ---- scaling --------------------------------------------------------------------------------
@@ -246,13 +139,13 @@ def scaling(total, repeat):
     print("|---:|---:|---:|---:|")
     for c in (1, 2, 3, 4, 8, 10, 64, 1000, 32768, 262144):
         n = max(1, total // c)
-        d = make_data(n, c, seed=1)
+        d = common.in_memory_data(n, c, seed=1)
         t = best(lambda d=d: xn.cce(d["logits"], d["y"], from_logits=True), repeat)
         print(f"| {n:,} | {c:,} | {fmt_ms(t)} | {t / (n * c) * 1e9:.2f} |")
     base = max(1, total // 10 // 8)
     for k in range(4):
         n = base * 2**k
-        d = make_data(n, 10, seed=2)
+        d = common.in_memory_data(n, 10, seed=2)
         t = best(lambda d=d: xn.cce(d["logits"], d["y"], from_logits=True), repeat)
         print(f"| {n:,} | 10 | {fmt_ms(t)} | {t / (n * 10) * 1e9:.2f} |")
 
@@ -260,27 +153,12 @@ def scaling(total, repeat):
 # ---- end to end from Parquet ------------------------------------------------------------------
 
 
-def score_command():
-    """How to run `xent score` here, or None when this checkout has no score command yet."""
-    exe = shutil.which("xent")
-    cmd = [exe] if exe else [sys.executable, "-m", "xent_numba"]
-    r = subprocess.run(cmd + ["score", "--help"], capture_output=True, text=True)
-    return cmd if r.returncode == 0 else None
-
-
 def end_to_end(n, c, repeat, tmp):
-    import pyarrow as pa
+    import pyarrow.feather as pf
     import pyarrow.parquet as pq
 
-    d = make_data(n, c, seed=3)
-    src = Path(tmp) / "logits.parquet"
-    pred = pa.FixedSizeListArray.from_arrays(pa.array(d["logits"].reshape(-1)), c).cast(pa.list_(pa.float32()))
-    table = pa.table({"id": pa.array(np.arange(n)), "pred": pred, "label": pa.array(d["y"])})
-    pq.write_table(table, src, row_group_size=128 * 1024)
-    feather = Path(tmp) / "logits.feather"
-    import pyarrow.feather as pf
-
-    pf.write_feather(table, feather, compression="uncompressed")
+    src = common.write_dump(Path(tmp) / "logits.parquet", n, c, row_group=128 * 1024, seed=3)
+    feather = common.write_feather_copy(src)
     size = src.stat().st_size / 1e6
     print(f"\n### End to end from Parquet (CCE from logits, N = {n:,}, C = {c}, list<float>, "
           f"{size:.0f} MB, row groups of 131,072)\n")
@@ -289,13 +167,12 @@ def end_to_end(n, c, repeat, tmp):
     rows.append(("bare `pyarrow.parquet.read_table` of pred + label (floor)", t_read))
     rows.append(("`pyarrow.feather.read_table`, memory-mapped (Arrow IPC input)",
                  best(lambda: pf.read_table(feather, memory_map=True, columns=["pred", "label"]), repeat)))
-    from xent_numba.engine import local as pipeline
-
-    opts = pipeline.ScoreOptions(from_logits=True)
+    xi = common.internals()
+    opts = xi.ScoreOptions(from_logits=True)
     out = Path(tmp) / "scores.parquet"
 
     def engine(path):
-        return lambda: pipeline.score_files([str(path)], str(out), opts, overwrite=True)
+        return lambda: xi.score_files([str(path)], str(out), opts, overwrite=True)
 
     engine(src)()  # kernels loaded once, as in any long-lived process
     t_xent = best(engine(src), repeat)
@@ -307,7 +184,7 @@ def end_to_end(n, c, repeat, tmp):
         return xn.cce(t["pred"], t["label"], from_logits=True)
 
     rows.append(("in-process `read_table` + `xn.cce` (no write)", best(read_and_score, repeat)))
-    duckdb = optional("duckdb")
+    duckdb = common.peer("duckdb")
     t_duck = None
     if duckdb:
         dout = Path(tmp) / "duck.parquet"
@@ -317,7 +194,7 @@ def end_to_end(n, c, repeat, tmp):
         con = duckdb.connect()
         t_duck = best(lambda: con.execute(sql), repeat)
         rows.append(("DuckDB SQL, Parquet -> Parquet", t_duck))
-    pl = optional("polars")
+    pl = common.peer("polars")
     if pl:
         pout = Path(tmp) / "polars.parquet"
 
@@ -336,18 +213,15 @@ def end_to_end(n, c, repeat, tmp):
     if t_duck:
         print(f"\nDuckDB / xent score engine: {t_duck / t_xent:.2f}× (target >= 3×); "
               f"xent score engine / bare read: {t_xent / t_read:.2f}× (target <= 1.25×).")
-    cmd = score_command()
-    if not cmd:
-        SKIPPED.append("xent score (this checkout has no `score` command yet)")
-        return
-    argv = cmd + ["score", str(src), "-o", str(out), "--from-logits", "--overwrite", "--quiet"]
-    r = subprocess.run(argv, capture_output=True, text=True)
+    argv = common.xent_command() + ["score", str(src), "-o", str(out), "--from-logits", "--overwrite", "--quiet"]
+    env = common.child_env()
+    r = subprocess.run(argv, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        SKIPPED.append(f"xent score ({r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode})")
+        common.SKIPPED.append(f"xent score ({r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode})")
         return
     bare = [sys.executable, "-c", f"import pyarrow.parquet as pq; pq.read_table({str(src)!r}, columns=['pred', 'label'])"]
-    t_bare_p = best(lambda: subprocess.run(bare, check=True, capture_output=True), repeat)
-    t_cli = best(lambda: subprocess.run(argv, check=True, capture_output=True), repeat)
+    t_bare_p = best(lambda: subprocess.run(bare, check=True, capture_output=True, env=env), repeat)
+    t_cli = best(lambda: subprocess.run(argv, check=True, capture_output=True, env=env), repeat)
     print("\nWhole processes, start-up included (`benchmarks/bench_score.py` does this on the issue's 4M x 16 dump):\n")
     print("| process | ms | vs bare read |")
     print("|---|---:|---:|")
@@ -356,47 +230,25 @@ def end_to_end(n, c, repeat, tmp):
 
 
 def warm_start(tmp):
-    sample = ROOT / "data" / "sample.parquet"
+    sample = common.ROOT / "data" / "sample.parquet"
     base = [sys.executable, "-c", "import numba, pyarrow"]
     lib = [sys.executable, "-c", "import numpy as np, xent_numba as xn; "
            "xn.cce(np.full((4, 3), 1/3, np.float32), np.array([0, 1, 2, 0])); "
            "xn.bce(np.full((4, 3), 0.5), np.eye(3)[[0, 1, 2, 0]], from_logits=True)"]
     rows = [("`python -c \"import numba, pyarrow\"`", base), ("import xent_numba + two small calls (cached kernels)", lib)]
-    cmd = score_command()
-    if cmd:
-        out = Path(tmp) / "sample_scores.parquet"
-        rows.append(("`xent score data/sample.parquet`", cmd + ["score", str(sample), "-o", str(out), "--overwrite"]))
+    out = Path(tmp) / "sample_scores.parquet"
+    rows.append(("`xent score data/sample.parquet`",
+                 common.xent_command() + ["score", str(sample), "-o", str(out), "--overwrite"]))
     print("\n### Warm start (second run; compiled kernels loaded from Numba's on-disk cache)\n")
     print("| process | s | minus bare imports |")
     print("|---|---:|---:|")
     t0 = None
+    env = common.child_env()
     for name, argv in rows:
-        subprocess.run(argv, capture_output=True, cwd=ROOT)  # first run fills the cache
-        t = best(lambda argv=argv: subprocess.run(argv, capture_output=True, cwd=ROOT), 3)
+        subprocess.run(argv, capture_output=True, cwd=common.ROOT, env=env)  # first run fills the cache
+        t = best(lambda argv=argv: subprocess.run(argv, capture_output=True, cwd=common.ROOT, env=env), 3)
         t0 = t if t0 is None else t0
         print(f"| {name} | {t:.2f} | {t - t0:+.2f} |")
-
-
-def machine():
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    import numba
-
-    return (f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
-            f"numba {numba.__version__}, numpy {np.__version__}, threading layer "
-            f"{numba.threading_layer() if _launched() else '?'}")
-
-
-def _launched():
-    import numba
-
-    try:
-        numba.threading_layer()
-        return True
-    except ValueError:
-        return False
 
 
 def main(argv=None):
@@ -424,9 +276,9 @@ def main(argv=None):
             scaling(n * cs[0], repeat)
         if "warm" in sections:
             warm_start(tmp)
-    print(f"\nMachine: {machine()}.")
-    if SKIPPED:
-        print("Skipped: " + "; ".join(dict.fromkeys(SKIPPED)) + ".")
+    print(f"\nMachine: {common.machine()}.")
+    if common.skipped_line():
+        print(common.skipped_line())
 
 
 if __name__ == "__main__":

@@ -24,32 +24,21 @@ from one run, not absolute times across machines.
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import common
 import numpy as np
+from common import best
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's and numba's OpenMP: no spinning
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import xent_numba as xn  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import best  # noqa: E402  (best of `repeat` runs after a warm-up, as every benchmark here)
-
+import xent_numba as xn
 
 
 def in_memory(n, repeat):
     rng = np.random.default_rng(0)
     x = rng.normal(0, 3, n).astype(np.float32)
-    p = (1 / (1 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+    p = common.sigmoid(x.astype(np.float64)).astype(np.float32)
     y = rng.random(n) < 0.3
     yf = y.astype(np.float32)
     rows = []
@@ -74,19 +63,16 @@ def in_memory(n, repeat):
     rows.append(("NumPy formula, probabilities", t_np_prob))
     rows.append(("NumPy formula, logits", t_np_logit))
     t_torch_prob = t_torch_logit = None
-    try:
-        import numba
-        import torch
-        import torch.nn.functional as F
-
-        torch.set_num_threads(numba.get_num_threads())
+    torch = common.peer("torch")
+    if torch:
+        F = torch.nn.functional
         pt, xt, yt = torch.from_numpy(p), torch.from_numpy(x), torch.from_numpy(yf)
         with torch.no_grad():
             t_torch_prob = best(lambda: F.binary_cross_entropy(pt, yt, reduction="none"), repeat)
             t_torch_logit = best(lambda: F.binary_cross_entropy_with_logits(xt, yt, reduction="none"), repeat)
         rows.append(("PyTorch CPU F.binary_cross_entropy", t_torch_prob))
         rows.append(("PyTorch CPU F.binary_cross_entropy_with_logits", t_torch_logit))
-    except ImportError:
+    else:
         print("(PyTorch not installed: skipped)")
 
     # accuracy on every row of a slice against float64 NumPy (log1p / logaddexp forms)
@@ -98,7 +84,7 @@ def in_memory(n, repeat):
     err_p = np.max(np.abs(xn.bce(p[k], y[k]) - want_p) / want_p)
     err_x = np.max(np.abs(xn.bce(x[k], y[k], from_logits=True) - want_x) / np.maximum(want_x, 1e-300))
 
-    print(f"\n## In memory: N = {n:,} float32 rows, bool labels, {_threads()} threads (best of {repeat})\n")
+    print(f"\n## In memory: N = {n:,} float32 rows, bool labels, {common.threads()} threads (best of {repeat})\n")
     print("| what | time | ns/row | vs xn.bce (same mode) |")
     print("|---|---:|---:|---:|")
     for name, t in rows:
@@ -113,56 +99,19 @@ def in_memory(n, repeat):
           f"probabilities {err_p:.2e}, logits {err_x:.2e} (contract: 1e-5)")
 
 
-def _threads():
-    import numba
-
-    return numba.get_num_threads()
-
-
-def _child(cmd):
-    """(wall seconds, peak RSS MiB) of a command run in its own process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    s = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    wall = time.perf_counter() - s
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024  # ru_maxrss is the largest child so far (KiB)
-
-
 def end_to_end(n, repeat):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:
-        src, out = Path(tmp) / "ctr.parquet", Path(tmp) / "scores.parquet"
-        t = pa.table({
-            "id": pa.array(np.arange(n, dtype=np.int64)),
-            "score": pa.array(rng.random(n, dtype=np.float32)),
-            "clicked": pa.array(rng.random(n) < 0.2),
-        })
-        pq.write_table(t, src, row_group_size=1 << 20)
-        del t
+        src = common.write_binary_dump(Path(tmp) / "ctr.parquet", n, seed=1)
+        out = Path(tmp) / "scores.parquet"
         read = [sys.executable, "-c",
                 f"import pyarrow.parquet as pq; pq.read_table({str(src)!r}, columns=['id', 'score', 'clicked'])"]
-        score = [sys.executable, "-m", "xent_numba", "score", str(src), "-o", str(out), "--overwrite", "-q",
-                 "--loss", "bce", "--pred", "score", "--label", "clicked", "--keep", "id"]
-        _child(score)  # warm the kernel cache
-        # peak RSS is per process: measure each tool in a fresh grandchild
+        score = common.xent_command() + ["score", str(src), "-o", str(out), "--overwrite", "-q",
+                                         "--loss", "bce", "--pred", "score", "--label", "clicked", "--keep", "id"]
+        # each command in a fresh process (peak RSS is per process), once first to warm the caches
         res = {}
         for name, cmd in (("pyarrow read_table", read), ("xent score --keep id -> parquet", score)):
-            walls, peaks = [], []
-            for _ in range(repeat):
-                wrap = [sys.executable, "-c",
-                        "import resource, subprocess, sys, time; s = time.perf_counter(); "
-                        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-                        "print(time.perf_counter() - s, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
-                        *cmd]
-                o = subprocess.run(wrap, check=True, capture_output=True, text=True,
-                                   env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout.split()
-                walls.append(float(o[0]))
-                peaks.append(int(o[1]) / 1024)
-            res[name] = (min(walls), max(peaks))
+            r = common.best_process(cmd, repeat)
+            res[name] = (r["wall"], r["rss_max"])
     base = res["pyarrow read_table"][0]
     print(f"\n## End to end: {n:,}-row Parquet (id int64, score float32, clicked bool), best of {repeat}\n")
     print("| process | wall | vs read_table | peak RSS |")
@@ -172,18 +121,20 @@ def end_to_end(n, repeat):
     print("\n(target: xent score within 1.3x of read_table, peak RSS < 512 MiB)")
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5M rows in memory, 2M end to end")
     ap.add_argument("--rows", type=int, default=None, help="rows in memory (default 50M)")
     ap.add_argument("--e2e-rows", type=int, default=None, help="rows end to end (0: skip; default 20M)")
     ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n = args.rows or (5_000_000 if args.quick else 50_000_000)
     e2e = args.e2e_rows if args.e2e_rows is not None else (2_000_000 if args.quick else 20_000_000)
     in_memory(n, args.repeat)
     if e2e:
         end_to_end(e2e, args.repeat)
+    if common.skipped_line():
+        print(common.skipped_line())
 
 
 if __name__ == "__main__":

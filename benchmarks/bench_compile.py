@@ -29,25 +29,18 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import common
 
 SETUP = """
 import time, numpy as np, pyarrow as pa, xent_numba as xn
+from common import dirichlet_probs, fixed_size_list as fsl, index_labels, list_array as lst, logits, one_hot
 rng = np.random.default_rng(0)
 N, C = 1000, 10
-P = rng.dirichlet(np.ones(C), N)
-X = rng.normal(size=(N, C))
-y = rng.integers(0, C, N)
-T = np.eye(C)[y]
-def lst(a, large=False):
-    flat = pa.array(a.reshape(-1))
-    off = pa.array(np.arange(a.shape[0] + 1) * a.shape[1], pa.int64() if large else pa.int32())
-    return (pa.LargeListArray if large else pa.ListArray).from_arrays(off, flat)
-def fsl(a):
-    return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+P = dirichlet_probs(rng, N, C)
+X = logits(rng, N, C, scale=1.0, dtype=np.float64)
+y = index_labels(rng, N, C)
+T = one_hot(y, C, np.float64)
 """
 
 # name -> the call to time (a Python expression using SETUP's names)
@@ -78,9 +71,8 @@ QUICK = [
 
 
 def _env(cache: str) -> dict:
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    return env
+    """A child's environment: this checkout's code, a cache of its own, the simulator off."""
+    return common.child_env({"NUMBA_CACHE_DIR": cache}, drop=("NUMBA_ENABLE_CUDASIM",), benchmarks=True)
 
 
 def time_case(expr: str, cache: str) -> tuple[float, float]:
@@ -95,18 +87,16 @@ def time_case(expr: str, cache: str) -> tuple[float, float]:
 
 
 def time_cmd(args: list[str], cache: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "xent_numba", *args], env=_env(cache), cwd=ROOT,
-                   check=True, capture_output=True)
-    return time.perf_counter() - t0
+    """Wall seconds of one `xent` process on the cache ``cache``."""
+    return common.run_process(common.xent_command() + args, env=_env(cache))["wall"]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few cases only")
     ap.add_argument("--cold", action="store_true", help="also time each case on its own empty cache")
     ap.add_argument("--no-warmup", action="store_true", help="skip the after-`xent warmup` table")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     names = QUICK if a.quick else list(CASES)
     with tempfile.TemporaryDirectory(prefix="xent-bench-compile-") as tmp:
         out = os.path.join(tmp, "scores.parquet")

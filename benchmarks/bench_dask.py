@@ -12,60 +12,43 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-ROOT = Path(__file__).resolve().parents[1]
+import common
 
 
 def make_dataset(root: Path, files: int, rows: int, classes: int) -> Path:
+    """``files`` float32 logits dumps of ``rows`` rows each (ids running on across the files),
+    in row groups of 262,144 rows, written into a temporary folder renamed at the end."""
     out = root / f"dask-{files}x{rows}x{classes}"
     if out.exists():
         return out
     tmp = out.with_suffix(".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    rng = np.random.default_rng(0)
     for i in range(files):
-        logits = rng.normal(size=rows * classes).astype(np.float32)
-        pred = pa.FixedSizeListArray.from_arrays(pa.array(logits), classes).cast(pa.list_(pa.float32()))
-        table = pa.table({
-            "id": np.arange(rows, dtype=np.int64) + i * rows,
-            "pred": pred,
-            "label": rng.integers(0, classes, rows),
-        })
-        pq.write_table(table, tmp / f"part-{i:03d}.parquet", row_group_size=256 * 1024)
+        common.write_dump(tmp / f"part-{i:03d}.parquet", rows, classes, row_group=256 * 1024,
+                          seed=i, scale=1.0, id_start=i * rows)
     tmp.rename(out)
     return out
 
 
 def timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
-    return dt
+    """Wall seconds of one whole process."""
+    return common.run_process(cmd, cwd=Path.cwd())["wall"]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows per file")
     ap.add_argument("--classes", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--data", default=str(ROOT / "bench-data"))
-    args = ap.parse_args()
+    ap.add_argument("--data", default=str(common.BENCH_DATA))
+    args = ap.parse_args(argv)
 
     data = make_dataset(Path(args.data), args.files, args.rows, args.classes)
     out = Path(args.data) / "out"
-    base = [sys.executable, "-m", "xent_numba", "score", str(data), "--from-logits", "--keep", "id", "--quiet", "--overwrite"]
+    base = common.xent_command() + ["score", str(data), "--from-logits", "--keep", "id", "--quiet", "--overwrite"]
     runs = {
         "local engine": base + ["-o", str(out / "local.parquet")],
         "dask LocalCluster": base + ["-o", str(out / "dask"), "--engine", "dask"],

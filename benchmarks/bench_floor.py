@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
+import common
 import numpy as np
+from numba import njit, prange
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench  # noqa: E402  (also puts the project on sys.path)
-from numba import njit, prange  # noqa: E402
-
-from xent_numba.kernels import fastmath as fm  # noqa: E402
+fm = common.internals().fastmath  # the kernels' own exp / log twins (an internal module)
 
 _J = dict(parallel=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "afn", "reassoc"})
 _F32 = np.float32
@@ -140,7 +135,7 @@ PASSES = {  # the least each mode needs (row reductions at the table's C); every
     "CCE, probabilities + index labels": ["flat pass", "log per row", "result"],
 }
 MODE_KEYS = dict(zip(PASSES, ["cce_logit_index", "cce_logit_onehot", "bce_prob_multihot",
-                              "bce_logit_multihot", "cce_prob_index"]))
+                              "bce_logit_multihot", "cce_prob_index"], strict=True))
 
 
 def main(argv=None):
@@ -151,15 +146,15 @@ def main(argv=None):
     a = ap.parse_args(argv)
     total = 2_000_000 if a.quick else 20_000_000
     rounds = a.rounds or (3 if a.quick else 5)
-    nch = 4 * bench.xn_threads()
+    nch = 4 * common.threads()
     reps = max(1, total // (nch * _BLOCK))
     block = np.random.default_rng(0).normal(0.0, 2.0, (nch, _BLOCK)).astype(np.float32)
     out = np.empty_like(block)
     print(f"# Arithmetic against the floor — `python benchmarks/bench_floor.py{' --quick' if a.quick else ''}`")
     for c in [int(x) for x in a.c.split(",")]:
         n = total // c
-        d = bench.make_data(n, c)
-        floors = bench.floor_impls(d)
+        d = common.in_memory_data(n, c)
+        floors = common.floor_impls(d)
         cached = {
             "flat pass": lambda: _pass(block, out, reps, 0),
             "exp": lambda: _pass(block, out, reps, 1),
@@ -175,12 +170,7 @@ def main(argv=None):
             "row max, row by row": lambda c=c: _rows(block, out, reps, c, 0),
             "row max, across rows": lambda c=c: _rows(block, out, reps, c, 2),
         }
-        for f in list(cached.values()) + list(floors.values()):
-            f()
-        times = {k: [] for k in list(cached) + list(floors)}
-        for _ in range(rounds):  # interleaved: every pass and floor once per round
-            for k, f in list(cached.items()) + list(floors.items()):
-                times[k].append(bench.best(f, 3, warm=False))
+        times = common.interleaved_best({**cached, **floors}, rounds)  # every pass and floor once per round
         for r in range(rounds):  # the faster of each pair in each round; a log per row is 1/C of a log pass
             times.setdefault("row sum", []).append(min(times["row sum, row by row"][r], times["row sum, across rows"][r]))
             times.setdefault("log", []).append(min(times["log, float64"][r], times["log, float32 (no division)"][r]))
@@ -189,11 +179,11 @@ def main(argv=None):
             times.setdefault("log per row", []).append(times["log"][r] / c)
             times.setdefault("result", []).append(times["result (in memory)"][r])
         print(f"\n### One pass each, data in L1 ({nch * reps * _BLOCK:,} values, C = {c}, "
-              f"{bench.xn_threads()} threads)\n")
+              f"{common.threads()} threads)\n")
         print("| pass (cached data) | ms |")
         print("|---|---:|")
         for k in list(cached) + ["log per row"]:
-            print(f"| {k} | {bench.fmt_ms(statistics.median(times[k]))} |")
+            print(f"| {k} | {common.fmt_ms(statistics.median(times[k]))} |")
         print(f"\n### Lower bound per mode (N = {n:,}, C = {c}): its passes on cached data vs its floor\n")
         print("| mode | passes it cannot avoid | passes ms (cached) | floor ms (in memory) | passes / floor | 2.5x reachable? |")
         print("|---|---|---:|---:|---:|---|")
@@ -202,7 +192,7 @@ def main(argv=None):
             per_round = [sum(times[p][r] for p in ps) / times[key][r] for r in range(rounds)]
             ratio = statistics.median(per_round)
             tp = statistics.median(sum(times[p][r] for p in ps) for r in range(rounds))
-            print(f"| {mode} | {' + '.join(ps)} | {bench.fmt_ms(tp)} | {bench.fmt_ms(statistics.median(times[key]))} "
+            print(f"| {mode} | {' + '.join(ps)} | {common.fmt_ms(tp)} | {common.fmt_ms(statistics.median(times[key]))} "
                   f"| {ratio:.2f}x | {'no' if ratio > 2.5 else 'not excluded'} |")
     print("\nPasses: flat float32 loops (8 lanes here) for the per-value math; a row sum is the "
           "faster of its two layouts, a log the faster of float64 and float32, in each round. "
@@ -210,7 +200,7 @@ def main(argv=None):
           "call returns a fresh array, as PyTorch's do). 'checked': the pass with each prediction's "
           "validity check fused into the same loop. Not counted: the targets' checks and moving the "
           "data from memory, so the bound is optimistic.")
-    print(f"\nMachine: {bench.machine()}.")
+    print(f"\nMachine: {common.machine()}.")
 
 
 if __name__ == "__main__":

@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import common
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def gpu_or_exit():
-    from xent_numba import backend
-
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or not backend.cuda_usable():
+    gi = common.gpu_internals()
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or not gi.cuda_usable():
         print("No usable CUDA GPU here (numba.cuda.is_available() is False, or the simulator is on):")
         print("nothing was measured. Run this on a GPU machine.")
         sys.exit(0)
@@ -49,15 +45,9 @@ def gpu_or_exit():
 
 
 def best_of(fn, sync, repeat):
-    fn()  # warm-up (compiles the kernels)
-    sync()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    """Best wall time of ``repeat`` calls after a warm-up (which compiles the kernels), each
+    followed by ``sync`` inside the timing."""
+    return common.best(fn, repeat, sync=sync)
 
 
 def peak_bandwidth(cuda, nbytes=1 << 30, repeat=10):
@@ -90,9 +80,7 @@ def kernel_table(cuda, peak, shapes, repeat):
                     cuda.synchronize, repeat)
         nbytes = n * c * 4 + n * 8 + n * 4 + n
         gbs = nbytes / t / 1e9
-        from xent_numba.kernels import gpu
-
-        shape = gpu.plan(n, c, c)[0]
+        shape = common.gpu_internals().plan(n, c, c)[0]
         rows.append((n, c, shape, t * 1e3, gbs, 100 * gbs / peak))
         del d_x, d_y
     print(f"| N | C | kernel | time (ms) | GB/s | % of peak ({peak:.0f} GB/s) |")
@@ -103,12 +91,11 @@ def kernel_table(cuda, peak, shapes, repeat):
 
 
 def torch_table(cuda, shapes, repeat):
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
+    torch = common.peer("torch")
+    if torch is None:
         print("PyTorch is not installed: comparison skipped (pip install '.[bench]').\n")
         return
+    F = torch.nn.functional
     if not torch.cuda.is_available():
         print("PyTorch has no CUDA: comparison skipped.\n")
         return
@@ -138,31 +125,11 @@ def torch_table(cuda, shapes, repeat):
     print()
 
 
-def make_dump(path: Path, rows: int, classes: int, batch: int = 250_000) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    rng = np.random.default_rng(0)
-    schema = pa.schema([("id", pa.int64()), ("pred", pa.list_(pa.float32())), ("label", pa.int64())])
-    with pq.ParquetWriter(tmp, schema) as w:
-        for a in range(0, rows, batch):
-            b = min(rows, a + batch)
-            x = rng.standard_normal((b - a) * classes, dtype=np.float32)
-            pred = pa.FixedSizeListArray.from_arrays(pa.array(x), classes).cast(pa.list_(pa.float32()))
-            w.write_table(pa.table({"id": np.arange(a, b), "pred": pred, "label": rng.integers(0, classes, b - a)}))
-    tmp.rename(path)
-    return path
-
-
 def cli_table(rows, classes, repeat):
-    xent = shutil.which("xent") or None
-    cmd0 = [xent] if xent else [sys.executable, "-m", "xent_numba"]
-    data = make_dump(ROOT / "bench-data" / f"gpu-{rows}x{classes}.parquet", rows, classes)
-    out = ROOT / "bench-data" / "gpu-scores.parquet"
+    cmd0 = common.xent_command()
+    data = common.write_dump(common.BENCH_DATA / f"gpu-{rows}x{classes}.parquet", rows, classes,
+                             row_group=250_000, chunk=250_000, scale=1.0)
+    out = common.BENCH_DATA / "gpu-scores.parquet"
     print(f"| `xent score` on {rows:,} x {classes:,} float32 logits | wall time (s) |")
     print("|---|---:|")
     for device in ("cpu", "cuda"):
@@ -171,7 +138,7 @@ def cli_table(rows, classes, repeat):
         times = []
         for _ in range(repeat):
             t = time.perf_counter()
-            res = subprocess.run(cmd, capture_output=True, text=True)
+            res = subprocess.run(cmd, capture_output=True, text=True, env=common.child_env())
             times.append(time.perf_counter() - t)
             if res.returncode != 0:
                 print(f"| --device {device} | failed: {res.stderr.strip().splitlines()[-1:]} |")
@@ -181,14 +148,14 @@ def cli_table(rows, classes, repeat):
     print()
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peak-gbs", type=float, default=None, help="peak bandwidth in GB/s (default: measured)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--cli-rows", type=int, default=4_000_000)
     ap.add_argument("--cli-classes", type=int, default=1000)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cuda = gpu_or_exit()
     measured = peak_bandwidth(cuda)
     peak = args.peak_gbs or measured

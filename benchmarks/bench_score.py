@@ -19,8 +19,8 @@
    bottleneck?
 
 Peak RSS is the command's ``ru_maxrss``, read by a small ``python -S`` wrapper that runs it
-as its only child; /proc/PID/status is also polled to split the peak into anonymous memory
-and file pages (memory-mapped input counts towards RSS). Dumps are generated in chunks under
+as its only child and times it (``common.run_process``); /proc/PID/status is also polled to
+split the peak into anonymous memory and file pages (memory-mapped input counts towards RSS). Dumps are generated in chunks under
 ``bench-data/`` (git-ignored) and reused; row groups default to 1,048,576 rows, pyarrow's
 ``write_table`` default. Times are the best of ``--repeat`` runs; compare ratios within one
 run, not absolute times across machines.
@@ -30,140 +30,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import shlex
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
+import common
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import ROOT, best_process
 
-ROOT = Path(__file__).resolve().parents[1]
 MEM_ROWS, MEM_CLASSES, MEM_LIMIT_MB, MEM_RATIO = 12_000_000, 32, 512, 1.2
 TIME_ROWS, TIME_CLASSES, TIME_RATIO = 4_000_000, 16, 1.25
 ENGINE_ROWS, ENGINE_CLASSES, DUCK_RATIO, FEATHER_RATIO = 20_000_000, 16, 2.0, 3.0
 
 
-def xent_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("xent")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "xent_numba"]
-
-
-def make_dump(data: Path, rows: int, classes: int, row_group: int, chunk: int = 1 << 19) -> Path:
-    """A float32 logits dump written chunk by chunk (generation holds one chunk)."""
+def make_dump(data: Path, rows: int, classes: int, row_group: int) -> Path:
+    """The float32 logits dump of ``rows`` x ``classes`` under ``data`` (generated once)."""
     path = data / f"logits-{rows}x{classes}-rg{row_group}.parquet"
-    if path.exists():
-        md = pq.ParquetFile(path).metadata
-        if md.num_rows == rows:
-            return path
-    data.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    schema = pa.schema([("id", pa.int64()), ("pred", pa.list_(pa.float32())), ("label", pa.int64())])
-    rng = np.random.default_rng(rows * 31 + classes)
+    if path.exists() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return path
     t0 = time.perf_counter()
-    with pq.ParquetWriter(tmp, schema) as w:
-        # ParquetWriter starts a row group per write_table call: write row-group-sized pieces,
-        # each built from chunks of at most ``chunk`` rows
-        for start in range(0, rows, row_group):
-            n = min(row_group, rows - start)
-            parts = []
-            for s in range(0, n, chunk):
-                k = min(chunk, n - s)
-                logits = rng.standard_normal(k * classes, dtype=np.float32) * 2.0
-                pred = pa.ListArray.from_arrays(pa.array(np.arange(0, (k + 1) * classes, classes, dtype=np.int32)), pa.array(logits))
-                parts.append(pa.record_batch([
-                    pa.array(np.arange(start + s, start + s + k, dtype=np.int64)),
-                    pred,
-                    pa.array(rng.integers(0, classes, k, dtype=np.int64)),
-                ], schema=schema))
-            w.write_table(pa.Table.from_batches(parts, schema), row_group_size=n)
-            del parts
-    tmp.rename(path)
+    common.write_dump(path, rows, classes, row_group=row_group, seed=rows * 31 + classes)
     print(f"generated {path.name} ({path.stat().st_size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return path
-
-
-def _status_kb(pid: int, peaks: dict, stop: threading.Event) -> None:
-    keys = ("VmHWM:", "RssAnon:", "RssFile:")
-    while not stop.is_set():
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith(keys):
-                        k, v = line.split()[:2]
-                        peaks[k] = max(peaks.get(k, 0), int(v))
-        except (OSError, ValueError):
-            return
-        stop.wait(0.005)
-
-
-_PEAK_WRAPPER = (
-    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-    "sys.stderr.write('\\n@@maxrss %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
-)
-
-
-def run(argv: list[str]) -> dict:
-    """Run one process: its wall time and its peak RSS (MB).
-
-    The peak is ``ru_maxrss`` of the command as a child of a fresh, small ``python -S``
-    wrapper (a child's ``ru_maxrss`` starts from its parent's RSS at the fork, so measuring
-    from this process, which holds data, would overstate it). /proc/PID/status of the
-    command is polled every 5 ms for the anonymous / file-backed split of the peak
-    (memory-mapped input shows as file pages). Wall time includes the wrapper's start
-    (~20 ms, the same for every command).
-    """
-    peaks: dict = {}
-    stop = threading.Event()
-    t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-S", "-c", _PEAK_WRAPPER, *argv], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, cwd=ROOT)
-    poll = threading.Thread(target=_watch_child, args=(p.pid, peaks, stop), daemon=True)
-    poll.start()
-    err = p.stderr.read().decode(errors="replace")
-    p.wait()
-    wall = time.perf_counter() - t0
-    stop.set()
-    poll.join()
-    if p.returncode != 0:
-        sys.exit(f"failed ({p.returncode}): {shlex.join(argv)}\n{err}")
-    maxrss = int(re.search(r"@@maxrss (\d+)", err).group(1))
-    return dict(wall=wall, rss=maxrss / 1024, anon=peaks.get("RssAnon:", 0) / 1024,
-                file=peaks.get("RssFile:", 0) / 1024, hwm=peaks.get("VmHWM:", 0) / 1024)
-
-
-def _watch_child(wrapper_pid: int, peaks: dict, stop: threading.Event) -> None:
-    """Find the wrapper's child, then poll its /proc status."""
-    while not stop.is_set():
-        try:
-            kids = Path(f"/proc/{wrapper_pid}/task/{wrapper_pid}/children").read_text().split()
-        except OSError:
-            return
-        if kids:
-            _status_kb(int(kids[0]), peaks, stop)
-            return
-        stop.wait(0.002)
-
-
-def best(argv: list[str], repeat: int) -> dict:
-    """Run once to warm the caches, then ``repeat`` times: the lowest wall time and peak RSS
-    (each is the best-case figure of a noisy shared machine; RSS varies little)."""
-    run(argv)
-    runs = [run(argv) for _ in range(repeat)]
-    return dict(
-        wall=min(r["wall"] for r in runs),
-        rss=min(r["rss"] for r in runs),
-        rss_max=max(r["rss"] for r in runs),
-        anon=min(r["anon"] for r in runs),
-        file=min(r["file"] for r in runs),
-        hwm=min(r["hwm"] for r in runs),
-    )
 
 
 def show(argv: list[str]) -> str:
@@ -179,10 +69,10 @@ def memory_section(data: Path, rows: int, classes: int, row_group: int, repeat: 
     big = make_dump(data, rows, classes, row_group)
     small = make_dump(data, rows // 4, classes, row_group)
     out = data / "scores-mem.parquet"
-    cmd = lambda src: xent_cmd() + ["score", str(src), "-o", str(out), "--from-logits", "--keep", "id", "--quiet", "--overwrite", *extra]  # noqa: E731
+    cmd = lambda src: common.xent_command() + ["score", str(src), "-o", str(out), "--from-logits", "--keep", "id", "--quiet", "--overwrite", *extra]  # noqa: E731
     res = {}
     for src in (small, big):
-        res[src] = best(cmd(src), repeat)
+        res[src] = best_process(cmd(src), repeat)
     r_big, r_small = res[big], res[small]
     ratio = r_big["rss"] / r_small["rss"]
     scaled = "" if rows == MEM_ROWS else f" — **scaled down** from the issue's {MEM_ROWS:,} rows"
@@ -207,15 +97,15 @@ def time_section(data: Path, rows: int, classes: int, row_group: int, repeat: in
     out = data / "scores-time.parquet"
     read = [sys.executable, "-c", f"import pyarrow.parquet as pq; pq.read_table({str(src)!r}, columns=['pred', 'label'])"]
     imports = [sys.executable, "-c", "import pyarrow.parquet"]
-    score = xent_cmd() + ["score", str(src), "-o", str(out), "--from-logits", "--quiet", "--overwrite", *extra]
-    startup = xent_cmd() + ["score", "--help"]
+    score = common.xent_command() + ["score", str(src), "-o", str(out), "--from-logits", "--quiet", "--overwrite", *extra]
+    startup = common.xent_command() + ["score", "--help"]
     jobs = [
         ("bare `pq.read_table` of pred + label (floor)", read),
         ("`xent score --from-logits`", score),
         ("`python -c 'import pyarrow.parquet'` (start-up part of the floor)", imports),
         ("`xent score --help` (start-up part of xent score)", startup),
     ]
-    res = {name: best(argv, repeat) for name, argv in jobs}
+    res = {name: best_process(argv, repeat) for name, argv in jobs}
     floor = res[jobs[0][0]]["wall"]
     ratio = res[jobs[1][0]]["wall"] / floor
     scaled = "" if rows == TIME_ROWS else f" — **scaled down** from the issue's {TIME_ROWS:,} rows"
@@ -235,21 +125,6 @@ def time_section(data: Path, rows: int, classes: int, row_group: int, repeat: in
     return ok
 
 
-def make_feather(src: Path) -> Path:
-    """The Parquet dump ``src`` copied to an uncompressed Arrow IPC (Feather v2) file,
-    row group by row group (record batches of the dump's row-group size)."""
-    path = src.with_suffix(".feather")
-    if path.exists() and pa.ipc.open_file(path).schema.names and path.stat().st_mtime >= src.stat().st_mtime:
-        return path
-    tmp = path.with_suffix(".tmp")
-    pf = pq.ParquetFile(src)
-    with pa.OSFile(str(tmp), "wb") as f, pa.ipc.new_file(f, pf.schema_arrow) as w:
-        for i in range(pf.metadata.num_row_groups):
-            w.write_table(pf.read_row_group(i))
-    tmp.rename(path)
-    return path
-
-
 def duckdb_script(src: Path, out: Path) -> str:
     """DuckDB's CCE from logits, Parquet -> Parquet, the id kept (a whole process)."""
     sql = (f"COPY (SELECT id, m + ln(list_sum(list_transform(pred, lambda x: exp(x - m)))) - pred[label + 1] "
@@ -261,9 +136,9 @@ def duckdb_script(src: Path, out: Path) -> str:
 def engine_section(data: Path, rows: int, classes: int, row_group: int, repeat: int, extra: list[str]) -> bool:
     """Issue 14, targets 3 and 4: whole processes on the 20M x 16 logits dump (id kept)."""
     src = make_dump(data, rows, classes, row_group)
-    feather = make_feather(src)
+    feather = common.write_feather_copy(src)
     out = data / "scores-engine.parquet"
-    score = lambda inp, *more: xent_cmd() + ["score", str(inp), "-o", str(out), "--from-logits", "--keep", "id",  # noqa: E731
+    score = lambda inp, *more: common.xent_command() + ["score", str(inp), "-o", str(out), "--from-logits", "--keep", "id",  # noqa: E731
                                              "--quiet", "--overwrite", *more, *extra]
     read = [sys.executable, "-c", f"import pyarrow.parquet as pq; pq.read_table({str(src)!r}, columns=['pred', 'label'])"]
     jobs = [
@@ -273,30 +148,24 @@ def engine_section(data: Path, rows: int, classes: int, row_group: int, repeat: 
         ("`xent score ... --threads 2` (Parquet)", score(src, "--threads", "2")),
         ("`xent score ... ` on the Feather copy", score(feather)),
     ]
-    try:
-        import duckdb  # noqa: F401
-
+    if common.peer("duckdb"):
         jobs.append(("DuckDB, the same query Parquet -> Parquet, id kept", [sys.executable, "-c", duckdb_script(src, data / "duck.parquet")]))
-    except ImportError:
+    else:
         print("(DuckDB not installed: skipped)", file=sys.stderr)
     # Interleaved rounds (every command once per round, after one warm-up run each): the
     # shared machine's speed drifts by up to 1.7x within minutes, so each ratio is taken
     # within a round and the median over rounds is reported, not a ratio of two best times
     # measured minutes apart.
-    for _name, argv in jobs:
-        run(argv)
-    runs = {name: [] for name, _ in jobs}
-    for k in range(repeat):
-        for name, argv in jobs:
-            runs[name].append(run(argv))
-        print(f"  round {k + 1}: " + ", ".join(f"{runs[n][-1]['wall']:.2f}" for n, _ in jobs), file=sys.stderr)
+    runs = common.interleaved({name: (lambda argv=argv: common.run_process(argv)) for name, argv in jobs}, repeat,
+                              on_round=lambda k, res: print(f"  round {k + 1}: " + ", ".join(
+                                  f"{r['wall']:.2f}" for r in res.values()), file=sys.stderr))
     names = [n for n, _ in jobs]
     bare, xent_name = names[0], names[1]
 
     def ratio(a, b):  # median over rounds of a's time / b's time in the same round
-        return statistics.median(x["wall"] / y["wall"] for x, y in zip(runs[a], runs[b]))
+        return common.ratio([x["wall"] for x in runs[a]], [y["wall"] for y in runs[b]])
 
-    res = {n: dict(wall=statistics.median(r["wall"] for r in runs[n]), low=min(r["wall"] for r in runs[n]),
+    res = {n: dict(wall=common.median([r["wall"] for r in runs[n]]), low=min(r["wall"] for r in runs[n]),
                    rss=min(r["rss"] for r in runs[n]), rss_max=max(r["rss"] for r in runs[n]),
                    anon=min(r["anon"] for r in runs[n]), file=min(r["file"] for r in runs[n])) for n in names}
     scaled = "" if rows == ENGINE_ROWS else f" — **scaled down** from the issue's {ENGINE_ROWS:,} rows"
@@ -341,18 +210,14 @@ def decode_section(data: Path, rows: int, classes: int, row_group: int, repeat: 
     """Is one decoder thread the bottleneck? The engine's reader (``io.Source.batches`` on
     one decoder thread, and on one per core: row groups in parallel) against ``read_table``
     on 1 and 2 threads, in this process: wall and core seconds of decoding pred, label, id."""
-    sys.path.insert(0, str(ROOT))
-    from xent_numba import io as xio
-    from xent_numba.columns import Columns
-    from xent_numba.engine.local import _default_batch_rows
-
+    xi = common.internals()
     src = make_dump(data, rows, classes, row_group)
     cols = ["id", "pred", "label"]
 
     def engine_reader(decoders):
         def job():
-            s = xio.Source(str(src))
-            for _ in s.batches(cols, _default_batch_rows(s, Columns(("pred",), ("label",), ("id",))), decoders):
+            s = xi.Source(str(src))
+            for _ in s.batches(cols, xi.default_batch_rows(s, xi.Columns(("pred",), ("label",), ("id",))), decoders):
                 pass
         return job
 
@@ -383,16 +248,6 @@ def decode_section(data: Path, rows: int, classes: int, row_group: int, repeat: 
         print(f"| {name} | {w:.2f} | {c:.2f} | {c / w:.2f} | {rows / w:,.0f} |")
 
 
-def machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor()
-    load = os.getloadavg()
-    return (f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, pyarrow {pa.__version__}; "
-            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end of the run")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=MEM_ROWS, help=f"rows of the big memory dump (default {MEM_ROWS:,}; the small one has a quarter)")
@@ -404,7 +259,7 @@ def main(argv=None) -> int:
     ap.add_argument("--row-group", type=int, default=1 << 20, help="rows per Parquet row group of the dumps (default 1,048,576)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per command after a warm-up run, best kept (default 3)")
     ap.add_argument("--only", choices=["memory", "time", "engine", "decode"], action="append", help="run only these sections (repeatable)")
-    ap.add_argument("--data", default=str(ROOT / "bench-data"), help="where the dumps are kept (default bench-data/)")
+    ap.add_argument("--data", default=str(common.BENCH_DATA), help="where the dumps are kept (default bench-data/)")
     ap.add_argument("--xent-arg", action="append", default=[], help="extra argument for every xent score run (repeatable)")
     a = ap.parse_args(argv)
     sections = a.only or ["memory", "time", "engine", "decode"]
@@ -419,7 +274,7 @@ def main(argv=None) -> int:
         ok &= engine_section(data, a.engine_rows, a.engine_classes, a.row_group, a.repeat, a.xent_arg)
     if "decode" in sections:
         decode_section(data, a.engine_rows, a.engine_classes, a.row_group, a.repeat)
-    print(f"\nMachine: {machine()}.")
+    print(f"\nMachine: {common.machine()}.")
     return 0
 
 

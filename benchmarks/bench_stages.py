@@ -34,44 +34,25 @@ from __future__ import annotations
 
 import argparse
 import os
-
-# as the CLI does (cli.py): OpenMP threads sleep between kernels instead of spinning, which
-# would otherwise charge their spinning to whatever stage runs after the kernel
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tempfile
 import time
 from pathlib import Path
 
+import common  # sets OMP_WAIT_POLICY=PASSIVE, as the CLI does (before numba is imported)
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xent_numba import api, arrow, io, losses, validate
-from xent_numba.kernels import signatures as canon, cpu
-from xent_numba.engine.local import DEFAULT_BATCH_BYTES, class_labels
-from xent_numba.analysis.summary import N_BINS, Summary, _bin_index
+import xent_numba as xn
 
-ROOT = Path(__file__).resolve().parents[1]
+xi = common.internals()  # every stage below is an internal entry point of the engine
 
 
 def make_dump(rows: int, classes: int, logits: bool) -> Path:
-    path = ROOT / "bench-data" / f"stages-{rows}x{classes}-{'logits' if logits else 'probs'}.parquet"
-    if path.exists():
-        return path
-    path.parent.mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    schema = pa.schema([("id", pa.int64()), ("pred", pa.list_(pa.float32())), ("label", pa.int64())])
-    with pq.ParquetWriter(path, schema) as w:
-        for start in range(0, rows, 1 << 20):
-            n = min(1 << 20, rows - start)
-            x = rng.normal(size=(n, classes)).astype(np.float32)
-            if not logits:
-                x = np.exp(x)
-                x /= x.sum(axis=1, keepdims=True)
-            pred = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * classes), pa.array(x.reshape(-1)))
-            w.write_table(pa.table({"id": np.arange(start, start + n), "pred": pred,
-                                    "label": rng.integers(0, classes, n)}, schema=schema))
-    return path
+    """The stages' dump under bench-data/: float32 softmax probabilities of N(0, 1) logits,
+    or the logits themselves (generated once)."""
+    path = common.BENCH_DATA / f"stages-{rows}x{classes}-{'logits' if logits else 'probs'}.parquet"
+    return common.write_dump(path, rows, classes, probs=not logits, scale=1.0)
 
 
 def numpy_summary(values: np.ndarray, labels: np.ndarray) -> None:
@@ -80,7 +61,7 @@ def numpy_summary(values: np.ndarray, labels: np.ndarray) -> None:
     v = v[~np.isnan(v)]
     finite = np.isfinite(v)
     float(v[finite].sum()), float(v.min()), float(v.max())
-    np.bincount(_bin_index(v), minlength=N_BINS)
+    np.bincount(xi.bin_index(v), minlength=xi.N_BINS)
     ok = ~np.isnan(values) & (labels >= 0)
     lab = labels[ok].astype(np.int64)
     k = int(lab.max()) + 1
@@ -88,31 +69,31 @@ def numpy_summary(values: np.ndarray, labels: np.ndarray) -> None:
     np.bincount(lab, minlength=k)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--from-logits", action="store_true")
     ap.add_argument("--dump", help="an existing dump with list<float32> `pred`, int64 `label` and `id` "
                     "(e.g. bench_score.py's 20M x 16 logits) instead of a generated one")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     path = a.dump or make_dump(a.rows, a.classes, a.from_logits)
     pf = pq.ParquetFile(path)
     if a.dump:
         a.classes = len(next(pf.iter_batches(batch_size=1, columns=["pred"])).column(0)[0])
     per_row = a.classes * 4 + 8 + 8 + 8  # values, offset, label, id
-    batch_rows = int(min(max(DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
+    batch_rows = int(min(max(xi.DEFAULT_BATCH_BYTES / per_row, 1024), 1 << 20))
     t = dict.fromkeys(["decode", "batch handling", "kernel", "summary", "encode"], 0.0)
     t_numpy_summary = 0.0
     clock = time.process_time
-    prm = losses.make_params("cce", dtype=np.float32, from_logits=a.from_logits)
-    summary = Summary()
+    prm = xi.make_params("cce", dtype=np.float32, from_logits=a.from_logits)
+    summary = xi.Summary()
     rows = 0
     with tempfile.TemporaryDirectory() as tmp:
-        writer = io.AtomicWriter(os.path.join(tmp, "out.parquet"), "parquet", overwrite=False)
-        batches = io.Source(str(path)).batches(["id", "pred", "label"], batch_rows)  # the engine's reader
+        writer = xi.AtomicWriter(os.path.join(tmp, "out.parquet"), "parquet", overwrite=False)
+        batches = xi.Source(str(path)).batches(["id", "pred", "label"], batch_rows)  # the engine's reader
         # warm the compiled code (loading from the cache is start-up, not a stage)
-        api.score("cce", pa.array([[0.5, 0.5]], pa.list_(pa.float32())), np.array([0]), from_logits=a.from_logits)
+        xn.score("cce", pa.array([[0.5, 0.5]], pa.list_(pa.float32())), np.array([0]), from_logits=a.from_logits)
         summary.add_losses("cce", np.ones(2, np.float32), np.zeros(2, np.int64))
         while True:
             c0 = clock()
@@ -125,21 +106,21 @@ def main() -> None:
             rows += n
             # batch handling, part 1: layouts, canonical forms, options, outputs
             c0 = clock()
-            p, _ = arrow.as_rows(batch.column("pred"), "pred", is_target=False)
-            y, _ = arrow.as_rows(batch.column("label"), "target", is_target=True)
-            w = validate.weights(None, "class_weight", 0, scalar_ok=False)
-            pw = validate.weights(None, "pos_weight", 0, scalar_ok=True)
-            p, y, w, pw = canon.kernel_inputs(p, y, w, pw)
+            p, _ = xi.as_rows(batch.column("pred"), "pred", is_target=False)
+            y, _ = xi.as_rows(batch.column("label"), "target", is_target=True)
+            w = xi.weights(None, "class_weight", 0, scalar_ok=False)
+            pw = xi.weights(None, "pos_weight", 0, scalar_ok=True)
+            p, y, w, pw = xi.kernel_inputs(p, y, w, pw)
             out = np.empty(n, dtype=np.float32)
             status = np.empty(n, dtype=np.int8)
             c1 = clock()
-            cpu.run(p, y, prm, w, pw, out, status)
+            xi.cpu_run(p, y, prm, w, pw, out, status)
             c2 = clock()
-            validate.raise_first_invalid(status, p, y, prm, None)
-            null = status != losses.OK
-            rb = pa.RecordBatch.from_arrays([batch.column("id"), arrow.from_numpy(out, null)], names=["id", "cce"])
+            xi.raise_first_invalid(status, p, y, prm, None)
+            null = status != xi.OK
+            rb = pa.RecordBatch.from_arrays([batch.column("id"), xi.from_numpy(out, null)], names=["id", "cce"])
             c3 = clock()
-            labels = class_labels(batch.column("label"))
+            labels = xi.class_labels(batch.column("label"))
             summary.add_losses("cce", out, labels)  # as score_batch does
             c4 = clock()
             writer.write(rb)
@@ -158,7 +139,7 @@ def main() -> None:
     total = sum(t.values())
     mode = "logits" if a.from_logits else "probabilities"
     print(f"{rows:,} rows x {a.classes} classes, float32 {mode}, batches of {batch_rows:,} rows, "
-          f"{numba_threads()} kernel threads")
+          f"{common.threads()} kernel threads")
     print(f"{'stage':28s} {'core-ms':>9s} {'share':>6s}  {'ns/row':>7s}")
     for name, sec in t.items():
         print(f"{name:28s} {sec * 1e3:9.0f} {sec / total:6.0%}  {sec / rows * 1e9:7.1f}")
@@ -168,12 +149,6 @@ def main() -> None:
     if not a.dump:
         print(f"(the former NumPy summary passes: {t_numpy_summary * 1e3:.0f} core-ms, "
               f"{t_numpy_summary / max(t['summary'], 1e-9):.1f}x the compiled pass)")
-
-
-def numba_threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
 
 
 if __name__ == "__main__":
