@@ -12,9 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from xent_numba import InvalidInputError, io, pipeline, rowgroups
-
 from tests import reference as ref
+from xent_numba import InvalidInputError, io, pipeline, rowgroups
 
 
 def _dump(path, n=2000, group=97, seed=0):

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from . import __version__
 
+
 class _FlagMetavars:
     """Help that shows flags as flags: Typer's rich help gives every option a type column,
     and a flag's ``<bool>`` there reads as if it took a value (``--from-logits true``)."""

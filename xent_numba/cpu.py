@@ -15,8 +15,22 @@ import numba
 import numpy as np
 
 from .arrow import Dense, Ragged
-from .cpu_blocks import _NARROW, _narrow_dense, _narrow_index, _rows_per_block, _scratch, uniform_width
-from .cpu_rows import _dense_dense, _dense_index, _fast_dense, _fast_index, _ragged_dense, _ragged_index
+from .cpu_blocks import (
+    _NARROW,
+    _narrow_dense,
+    _narrow_index,
+    _rows_per_block,
+    _scratch,
+    uniform_width,
+)
+from .cpu_rows import (
+    _dense_dense,
+    _dense_index,
+    _fast_dense,
+    _fast_index,
+    _ragged_dense,
+    _ragged_index,
+)
 
 _NO_OFFSETS = np.zeros(1, dtype=np.int64)
 _NO_OFFSETS.flags.writeable = False  # the same array type as canonical (read-only) Arrow offsets
