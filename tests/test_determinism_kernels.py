@@ -171,7 +171,7 @@ def test_a_row_scores_the_same_in_every_layout(c, dtype):
         fn = xn.cce if loss == "cce" else xn.bce
         p = p.astype(dtype)
         want = fn(p, t, from_logits=fl)
-        for k, (pl, tl) in enumerate(zip(layouts(p), layouts(t) if t.ndim == 2 else (t, t, np.append(t, 0)))):
+        for k, (pl, tl) in enumerate(zip(layouts(p), layouts(t) if t.ndim == 2 else (t, t, np.append(t, 0)), strict=True)):
             if k == 0:
                 continue
             got = fn(pl, tl, from_logits=fl)[:n]
