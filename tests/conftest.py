@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from tests.s3server import s3  # noqa: F401  (the fixture, for every test module)
+
 
 def _real_gpu_run(config) -> bool:
     expr = (config.getoption("markexpr", "") or "").replace(" ", "")

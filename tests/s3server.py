@@ -3,8 +3,8 @@
 
 The fixture points the AWS environment at it (``AWS_ENDPOINT_URL``, dummy credentials, no
 profile), so the library finds it the way a user's environment would, and subprocesses
-started by a test inherit it. Import the fixture into a test module with
-``from tests.s3server import s3  # noqa: F401``.
+started by a test inherit it. ``tests/conftest.py`` imports the fixture, so any test module
+takes it as a parameter named ``s3``, with no import of its own.
 """
 
 from __future__ import annotations

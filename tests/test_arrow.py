@@ -48,7 +48,8 @@ def test_from_numpy_round_trip(dtype):
 
 
 def test_score_does_not_import_pandas(tmp_path):
-    """pyarrow's to_numpy/pa.array import pandas when it is installed (~0.3 s per run)."""
+    """pyarrow's to_numpy/pa.array import pandas when it is installed (start-up time on
+    every run)."""
     pytest.importorskip("pandas")
     inp = tmp_path / "in.parquet"
     pred = pa.array([[0.1, 0.9], [0.5, None], [0.3, 0.7]], pa.list_(pa.float32()))

@@ -255,7 +255,7 @@ def test_csv_and_jsonl_write_each_float_in_its_shortest_round_trip_text(tmp_path
         assert values.dtype == dtype
         csv, jl = _csv_texts(outs["csv"], loss), _jsonl_texts(outs["jsonl"], loss)
         assert csv == jl, "the same text in both formats"
-        for text, v in zip(jl, values):
+        for text, v in zip(jl, values, strict=True):
             assert dtype(text) == v, (text, v)
             assert Decimal(text) == Decimal(str(v)), "the shortest text of its dtype (NumPy's repr)"
     assert _jsonl_texts(outs["jsonl"], "id") == [str(i) for i in range(300)]
@@ -284,7 +284,7 @@ def test_jsonl_values_keep_their_documented_forms(tmp_path):
     assert lines[0].endswith('"cce": Infinity}') and rows[0]["cce"] == math.inf
     assert lines[1].endswith('"cce": null}')
     assert [r["big"] for r in rows] == big, "int64 ids exact"
-    for line, s in zip(lines, strings):
+    for line, s in zip(lines, strings, strict=True):
         assert f'"s": {json.dumps(s)}, ' in line, "escaped exactly as json.dumps does"
     assert '"l": [0.1, null, Infinity]' in lines[0], "list floats in their shortest float32 form, NaN null"
     assert rows[1]["l"] is None and rows[2]["l"] == [] and rows[3]["l"] == [1.5]

@@ -13,7 +13,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from tests.s3server import s3  # noqa: F401  (the fixture)
 from xent_numba.errors import InvalidInputError
 from xent_numba.io import storage
 

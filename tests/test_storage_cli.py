@@ -19,7 +19,6 @@ import pytest
 from typer.testing import CliRunner
 
 from tests import reference as ref
-from tests.s3server import s3  # noqa: F401  (the fixture)
 from xent_numba.cli.commands import app
 from xent_numba.engine import local as pipeline
 from xent_numba.errors import InvalidInputError

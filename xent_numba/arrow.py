@@ -112,7 +112,7 @@ def _float_values(arr: np.ndarray, column: str, *, allow_int: bool) -> np.ndarra
 
 # Arrow primitive types read by viewing their data buffer. pyarrow's own ``to_numpy`` and
 # ``pa.array(ndarray)`` go through its pandas conversion layer, which imports pandas when it
-# is installed: about 0.3 s of start-up for every `xent score` run, for no work done.
+# is installed: start-up time for every `xent score` run, for no work done.
 _NUMPY_DTYPES = {
     pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64,
     pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.uint64(): np.uint64,

@@ -31,8 +31,8 @@ def cuda_usable() -> bool:
     """True when numba-cuda sees a usable GPU.
 
     The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, which the test suite turns on) counts
-    only when ``XENT_NUMBA_SIMULATOR=1`` is set too: it is thousands of times slower than
-    the CPU kernels, so ``device="auto"`` must never pick it by accident.
+    only when ``XENT_NUMBA_SIMULATOR=1`` is set too: it interprets every GPU thread in Python,
+    far slower than the CPU kernels, so ``device="auto"`` must never pick it by accident.
     """
     if not cuda_installed():
         return False
@@ -86,7 +86,7 @@ def kernels(name: str):
 
 # ---- compile notices ----------------------------------------------------------------------
 
-COMPILE_SECONDS = 10  # one kernel signature on a 2-core machine (benchmarks/bench_compile.py)
+COMPILE_SECONDS = 10  # the notice's estimate per kernel signature (benchmarks/bench_compile.py)
 _announcer = None
 
 

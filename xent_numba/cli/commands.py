@@ -540,8 +540,8 @@ def warmup_cmd(
 ):
     """Compile the CPU kernels for every input type ahead of time (once after installing).
 
-    Kernels are compiled on first use and cached on disk; this compiles the common ones now
-    (a few minutes on two cores) so that no later run waits for a compile.
+    Kernels are compiled on first use and cached on disk; this compiles the common ones now,
+    once, so that no later run waits for a compile.
     """
     from ..engine.warmup import warmup
 
@@ -556,8 +556,8 @@ def warmup_cmd(
 def main() -> None:
     """Console-script entry point."""
     # OpenMP's default keeps idle kernel threads spinning for a while after each launch;
-    # in the streaming pipeline that spinning takes CPU from the Parquet decoder (~10% of
-    # a run on two cores). Read by the OpenMP runtime when the first kernel starts; a
+    # in the streaming pipeline that spinning takes CPU from the Parquet decoder, which
+    # shares the same cores. Read by the OpenMP runtime when the first kernel starts; a
     # value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..io import ignore_signals, install_signal_handlers
@@ -572,7 +572,7 @@ def main() -> None:
     finally:
         ignore_signals()
         # the interpreter's last collections at exit walk every object Numba and pyarrow
-        # made (0.2-0.4 s of a run); frozen, they are skipped (nothing is left to free)
+        # made (a visible part of a short run); frozen, they are skipped (nothing is left to free)
         gc.freeze()
 
 

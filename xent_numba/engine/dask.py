@@ -190,8 +190,8 @@ def _cluster(scheduler, workers, distributed):
     else:
         # One in-process worker with a thread per core. The kernels and the Parquet decoder
         # release the GIL, so threads use every core; worker processes would add their
-        # start-up and pickling of every partition between processes (on two cores, 3.5x
-        # the local engine's time with processes against ~1.5x with threads).
+        # start-up and pickling of every partition between processes, for no gain on one
+        # machine.
         cluster = _local_cluster(distributed, n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False)
     return distributed.Client(cluster), cluster
 

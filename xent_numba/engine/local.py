@@ -300,8 +300,8 @@ def kernel_threads(sources, cores: int) -> int:
     """Kernel threads for a run on ``cores``: when a source must be decoded (Parquet,
     compressed or remote Arrow IPC) decoding keeps at least one core busy (a local Parquet
     file's row groups are decoded on one thread per core, ``rowgroups.ordered_batches``)
-    and the kernels take the others (on two cores, one kernel thread finishes the run
-    sooner than two that preempt the decoders); memory-mapped uncompressed Arrow IPC
+    and the kernels take the others (a kernel thread that preempts the decoders costs the
+    run more than it gives); memory-mapped uncompressed Arrow IPC
     decodes nothing, so the kernels take every core."""
     return cores if all(s.zero_copy() for s in sources) else max(1, cores - 1)
 
@@ -351,12 +351,12 @@ def _score_files(inputs, output, opts, fmt, batch_rows, overwrite, on_progress, 
 def _stream(sources, cols, schema, writer, opts, batch_rows, on_progress, on_warning, decoders=1) -> Summary:
     """Read, score and write every batch through ``writer``, then commit it. On any error
     or signal every stage is told to stop and joined (each one polls its stop flag, so
-    this takes a fraction of a second) before the exception goes on. A local Parquet file's
+    none is waited on for long) before the exception goes on. A local Parquet file's
     row groups are decoded by ``decoders`` threads (one per core), handed on in file order."""
     summary = Summary()
     # where a file is decoded by several threads, io.DECODE_AHEAD (32 MB) more is held by
-    # those decoding later row groups: the queue then takes half, so peak RSS stays under
-    # 512 MB (20M x 16 logits: 450-476 MB measured, against 443-527 MB with all 96 MB here)
+    # those decoding later row groups: the queue then takes half, so that on 20M rows x 16
+    # logits peak RSS stays under 512 MB, which the queue's full budget could pass
     parallel = any(s.decoder_threads(decoders) > 1 for s in sources)
     budget = _Budget(READAHEAD_BYTES // 2 if parallel else READAHEAD_BYTES)
     to_score: queue.Queue = queue.Queue()  # bounded by ``budget``

@@ -10,8 +10,8 @@ Why not at install time: Numba's cache entries are keyed to the source file's mo
 time and to the host CPU's name and features, so code compiled while building a wheel is
 not reused on the user's machine (pip writes new files, and the CPU may differ); Numba's
 ahead-of-time compiler (``numba.pycc``) is deprecated and compiles no ``parallel=True``
-kernel. Compiling on first import would make every ``import xent_numba`` wait for minutes
-on a cold cache. So the warm-up is explicit: ``xent warmup`` once after installing.
+kernel. Compiling on first import would make every ``import xent_numba`` wait for every
+kernel's compile on a cold cache. So the warm-up is explicit: ``xent warmup`` once after installing.
 """
 
 from __future__ import annotations

@@ -376,7 +376,7 @@ def parquet_compression(schema: pa.Schema) -> dict:
     """Per leaf column (Parquet names nested leaves ``name.list.element``): no compression
     for top-level integers and floats, Snappy (pyarrow's default) for everything else."""
     buf = pa.BufferOutputStream()
-    pq.ParquetWriter(buf, schema).close()  # (not write_table: it imports pandas, ~0.3 s)
+    pq.ParquetWriter(buf, schema).close()  # (not write_table: it imports pandas)
     leaves = pq.ParquetFile(pa.BufferReader(buf.getvalue())).schema
     plain = {f.name for f in schema if _is_plain_number(f.type)}
     return {c.path: "none" if c.path in plain else "snappy" for c in (leaves.column(i) for i in range(len(leaves)))}

@@ -299,12 +299,12 @@ class AtomicWriter:
     def _open(self, schema: pa.Schema) -> None:
         if self.fmt == "parquet":
             # dictionary encoding only where it pays: on losses and other numbers it hashes
-            # every value, to fall back to plain encoding anyway (5x the write time of a loss)
+            # every value, to fall back to plain encoding anyway (a cost far above the write)
             dictionary = [f.name for f in schema if not is_number(f.type)]
             # Snappy only where it pays: losses (and other floats) are noise to it; integer
-            # columns (ids) shrink 2x but at 8 ns a row, a third of the cost of writing the
-            # output. Numbers are written plain and uncompressed (as every Parquet reader
-            # takes them); strings and the rest keep dictionary + Snappy.
+            # columns (ids) shrink 2x, but compressing them adds a large share to the cost
+            # of writing the output. Numbers are written plain and uncompressed (as every
+            # Parquet reader takes them); strings and the rest keep dictionary + Snappy.
             compression = parquet_compression(schema)
             self._writer = pq.ParquetWriter(self._file, schema, use_dictionary=dictionary, compression=compression)
         elif self.fmt == "csv":

@@ -1,7 +1,7 @@
 """Parquet row groups decoded on several threads, handed out in file order.
 
-One decoder thread caps a run at its decode rate (list columns decode at ~3.5M rows/s of
-16 floats per core here) while the cores beside it idle. ``ordered_batches`` gives each of
+One decoder thread caps a run at its decode rate (decoding list columns costs more than
+scoring them) while the cores beside it idle. ``ordered_batches`` gives each of
 ``workers`` threads its own ``ParquetFile`` and every ``workers``-th row group; the caller
 receives the batches in file order, so rows in = rows out, in order, whatever the thread
 count (each row group's batches are what a single reader would cut from it).

@@ -97,9 +97,8 @@ def _all_in_unit(V):
 def _all_in_unit_impl(V):
     """As unsigned integers, the floats in ``[+0, 1]`` are exactly the bit patterns ``<= bits(1.0)``
     (non-negative floats order as their bits; a sign bit, NaN or a value above 1 is greater), so
-    one unsigned max answers (0.78x the time of the three float compares per value; at the
-    memory's speed here). ``-0.0`` answers no: its block then takes the exact check, which
-    accepts it."""
+    one unsigned max answers, cheaper than three float compares per value. ``-0.0`` answers
+    no: its block then takes the exact check, which accepts it."""
     u, one = (np.uint32, _ONE_BITS32) if V.dtype == types.float32 else (np.uint64, _ONE_BITS64)
 
     def impl(V):
@@ -139,9 +138,8 @@ def _rsum(X, shift, po, pc, r0, r1, S):
     scores ragged rows of one length as dense ones).
 
     Dense rows of fewer than 8 classes: C strided passes across the block (vectorised across
-    the rows, a vector gather per class); of 8 or more, row by row, which beats the gathers
-    there (BCE blocks, one-process A/B: 0.93x the time at C = 10, 0.92x at 16, 0.76x at 64;
-    1.07x at C = 4)."""
+    the rows, a vector gather per class); of 8 or more, row by row: from 8 classes a row's
+    contiguous sum costs less than C vector gathers, below 8 the gathers cost less."""
     nb = r1 - r0
     if 0 <= pc < 8:
         base = r0 * pc + shift
@@ -185,8 +183,8 @@ def _sum_classes(X, pc, nb, S):
 def _rsum_terms(El, Xt, a0, po, pc, r0, r1, S):
     """``_rsum`` of a block's terms ``El`` (from 0), with the same bits: for dense float32
     rows of 2 to 7 classes the terms are first copied class-major into ``Xt`` (one strided
-    pass), then summed per row in class order contiguously across the rows (BCE blocks,
-    one-process A/B against the strided sums: 0.94x the time at C = 2, 0.91x at C = 4)."""
+    pass), then summed per row in class order contiguously across the rows (contiguous loads
+    cost less than the strided sums' vector gathers there)."""
     if not (2 <= pc < 8 and El.itemsize == 4):
         _rsum(El, -a0, po, pc, r0, r1, S)
         return
@@ -493,7 +491,7 @@ def _logit_terms_impl(V, T, E):
     The block's value and 0/1 checks ride in the same loop: a few compares beside the
     ``log1p(exp)``, where a pass of their own would read the block again.
     (The loop is inside each implementation: an overload per element would not be inlined,
-    and a call per element runs 7x slower.)"""
+    and a call per element keeps the loop from vectorising.)"""
     tt = T.dtype
     if V.dtype == types.float32 and tt in (types.float32, types.uint8):
 
@@ -570,7 +568,7 @@ def _neglog_rows(S, St, O, nb, prm, pv):
 def _neglog_rows_impl(S, St, O, nb, prm, pv):
     """For float32 predictions whose clip bounds float32 holds exactly, with the lower one
     normal (``eps="auto"``, ``"keras"``): the clip in float32 is the same clip, and the ``log``
-    is ``_fastmath.log32`` (within 1 float32 ulp, 2.4x faster). Otherwise the float64 ``log``.
+    is ``_fastmath.log32`` (within 1 float32 ulp, and no division). Otherwise the float64 ``log``.
     Which one runs depends on the call's options only, never on the rows."""
     if pv.dtype != types.float32:
         return lambda S, St, O, nb, prm, pv: _neglog_rows64(S, St, O, nb, prm)
@@ -612,8 +610,8 @@ def _bce_hard_terms(V, T, E, prm):
 def _bce_hard_terms_impl(V, T, E, prm):
     """Float32 probabilities whose clip is exact in float32 (``_clip32_exact``): float32 terms
     with ``log_or_log1m32`` (8 lanes), kept in the float32 view of the scratch, the values
-    checked by their bits as in ``_all_in_unit`` (one unsigned max; 0.93-0.96x the
-    time of the exact compares in this loop), the exact check only if that fails; otherwise
+    checked by their bits as in ``_all_in_unit`` (one unsigned max, cheaper than the
+    exact compares in this loop), the exact check only if that fails; otherwise
     ``_bce_hard`` in float64 (rounded once to ``E``'s dtype) with the exact compares. The loop
     is inside."""
 

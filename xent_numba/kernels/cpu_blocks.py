@@ -68,9 +68,8 @@ from .cpu_rows import (
 # the kernels allocate nothing.
 
 _BLOCK = 256
-_NARROW = 64  # classes per row up to which rows are scored in blocks, in every mode (measured:
-# CCE from logits at 2M-10M rows, float32, blocks against the row functions: C = 32 0.49x,
-# C = 48 0.52x, C = 64 0.78x the time; at C = 128 even)
+_NARROW = 64  # classes per row up to which rows are scored in blocks, in every mode: up to
+# here a block beats the row functions; the gain shrinks as rows widen and is gone by C = 128
 _MAX_ROWS = 4 * _BLOCK  # the most rows in a block: dense rows of a few classes (_rows_per_block)
 _BLOCK_VALUES = 2048  # dense rows: a block of _BLOCK rows, or more rows of fewer classes up to this
 _NROW = 5 * _MAX_ROWS  # per-row scratch: S, R, T, M and the shifts in the input's dtype
@@ -424,7 +423,7 @@ def _chunks(n_blocks):
 def _rows_per_block(n_rows, width, gather=False):
     """Rows per block for rows of ``width`` classes (< 0: ragged). Dense rows: ``_BLOCK``, or
     more rows of fewer classes up to ``_BLOCK_VALUES`` values (at C = 2 the per-block work
-    outweighs the rows' at 256 rows: 1,024 rows take 0.90-0.95x the time in every mode), and
+    outweighs the rows' at 256 rows; 1,024 rows spread it thinner, in every mode), and
     ``_MAX_ROWS`` for CCE from probabilities + index labels (``gather``: no per-row scratch but
     the gathered ``p_y``). Ragged rows: ``_BLOCK``, or fewer rows per block for a short batch,
     so that every thread gets blocks when its rows are wide. A block's boundaries never change

@@ -383,7 +383,7 @@ def _prob_status(v, a, n):
 def _logit_max(v, a, n):
     """``(max, all valid)`` of a logit row (-inf is valid: a masked class; NaN and +inf are
     not), in one pass with 8 running maxima: one running max (or an arg max) is a chain of
-    dependent selects that does not vectorise, 8 independent ones do (2x faster at C >= 1000)."""
+    dependent selects that does not vectorise, 8 independent ones do (wide rows gain most)."""
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = -_INF
     bad = False
     V = v[a : a + n]  # a view indexed from 0 (unsigned): no negative-index wraparound

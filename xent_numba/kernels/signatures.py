@@ -3,8 +3,8 @@
 Numba compiles one machine-code version of a kernel per argument *type*, and an array's
 type carries its dtype, number of dimensions, memory layout (C or strided) and whether it
 is writable. Zero-copy Arrow buffers are read-only, NumPy arrays are writable, ``astype``
-copies are writable, slices are strided: left alone, each mix compiles the kernels again
-(~10 s each on two cores). Here every array handed to a kernel is brought to one form:
+copies are writable, slices are strided: left alone, each mix compiles the kernels again,
+on the user's run. Here every array handed to a kernel is brought to one form:
 
 - prediction values: float32 or float64 (float16 is widened to float32 upstream), C-order;
 - index targets: int64, C-order; offsets: int64;
