@@ -82,9 +82,10 @@ class Stager:
 
     With ``slots=2`` (the default) consecutive batches are double-buffered: while one batch's
     copy-in, kernel and copy-out run on its stream, the next batch is staged into the other
-    slot's pinned buffers. The CLI pipeline calls ``score_batches`` with an iterator of
-    ``(pred, target, prm, w, pw)`` (layouts as ``cpu.run`` takes them) and gets
-    ``(out, status)`` per batch, in order.
+    slot's pinned buffers. ``score_batches`` takes an iterator of ``(pred, target, prm, w,
+    pw)`` (layouts as ``cpu.run`` takes them) and yields ``(out, status)`` per batch, in
+    order. The CLI pipeline instead calls ``gpu.run`` from two threads, each with its own
+    one-slot stager (``thread_stager``), which overlaps two batches the same way.
     """
 
     def __init__(self, slots: int = 2):
