@@ -491,6 +491,6 @@ def gpu_internals() -> SimpleNamespace:
     """bench_gpu.py's internal entry points (importing them imports numba.cuda): whether the
     library would use the GPU, and the kernel shape it plans for an (N, C) call."""
     from xent_numba import backend
-    from xent_numba.kernels import gpu
+    from xent_numba.kernels import gpu_launch
 
-    return SimpleNamespace(cuda_usable=backend.cuda_usable, plan=gpu.plan)
+    return SimpleNamespace(cuda_usable=backend.cuda_usable, plan=gpu_launch.plan)

@@ -42,7 +42,7 @@ def sim_gpu(monkeypatch):
     function that patches the shape thresholds and records which kernel shapes ran."""
     if not SIM:
         pytest.skip("needs the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)")
-    from xent_numba.kernels import gpu
+    from xent_numba.kernels import gpu_launch
 
     monkeypatch.setenv("XENT_NUMBA_SIMULATOR", "1")
     # the simulator's block manager polls its threads under the GIL: switch often
@@ -51,14 +51,14 @@ def sim_gpu(monkeypatch):
     monkeypatch.setattr(config, "GPU_THREADS_PER_BLOCK", 32)
     monkeypatch.setattr(config, "GPU_MAX_BLOCKS", 2)
     ran = []
-    real_plan = gpu.plan
+    real_plan = gpu_launch.plan
 
     def plan(*a):
         got = real_plan(*a)
         ran.append(got[0])
         return got
 
-    monkeypatch.setattr(gpu, "plan", plan)
+    monkeypatch.setattr(gpu_launch, "plan", plan)
 
     def use(shape):
         for name, value in SHAPES[shape].items():
@@ -255,7 +255,7 @@ def test_stager_double_buffers_batches(sim_gpu):
     """``Stager.score_batches``: several batches in flight, results in order."""
     from xent_numba import losses as L
     from xent_numba.arrow import Dense
-    from xent_numba.kernels import gpu
+    from xent_numba.kernels import gpu_stage
 
     sim_gpu("warp")
     batches, wants = [], []
@@ -264,7 +264,7 @@ def test_stager_double_buffers_batches(sim_gpu):
         prm = L.make_params("cce", dtype=np.float32, from_logits=True)
         batches.append((Dense(pred), target, prm, np.empty(0), np.empty(0)))
         wants.append(ref.cce(rows, targets, from_logits=True, dtype=np.float32))
-    results = list(gpu.Stager(slots=2).score_batches(iter(batches)))
+    results = list(gpu_stage.Stager(slots=2).score_batches(iter(batches)))
     assert len(results) == 3
     for (out, status), want in zip(results, wants, strict=True):
         ref.assert_close(out, want, np.float32)
@@ -314,14 +314,14 @@ def test_score_files_on_the_gpu_keeps_two_batches_in_flight(sim_gpu, tmp_path, m
 
 
 def test_plan_picks_shapes(monkeypatch):
-    from xent_numba.kernels import gpu
+    from xent_numba.kernels import gpu_launch
 
     monkeypatch.setattr(config, "GPU_FILL_BLOCKS", 528)
-    assert gpu.plan(1_000_000, 1000, 1000) == ("warp", 1)
-    assert gpu.plan(1_000_000, 32000, 32000) == ("block", 1)
-    shape, pieces = gpu.plan(4, 256_000, 256_000)
+    assert gpu_launch.plan(1_000_000, 1000, 1000) == ("warp", 1)
+    assert gpu_launch.plan(1_000_000, 32000, 32000) == ("block", 1)
+    shape, pieces = gpu_launch.plan(4, 256_000, 256_000)
     assert shape == "split" and pieces == 63  # 528 / 4 = 132 wanted, capped at 256k / 4096
-    assert gpu.plan(4, 8000, 8000) == ("block", 1)  # too short to split
+    assert gpu_launch.plan(4, 8000, 8000) == ("block", 1)  # too short to split
 
 
 def test_cuda_is_refused_without_a_usable_gpu():
@@ -344,13 +344,13 @@ _PTX_CHECK = textwrap.dedent(
     import numba.cuda.dispatcher as d
     from numba import cuda, types as T
     d.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-    from xent_numba.kernels import gpu
+    from xent_numba.kernels import gpu_kernels
 
     def arr(ty, nd=1):
         return T.Array(ty, nd, "C")
 
     for bce, logits, index, f32 in [(0, 1, 1, 1), (1, 1, 0, 1), (0, 0, 0, 0), (1, 0, 1, 0)]:
-        ks = gpu._kernels(bool(bce), bool(logits), bool(index), bool(f32), 256, True, True)
+        ks = gpu_kernels.kernels(gpu_kernels.Spec(bool(bce), bool(logits), bool(index), bool(f32), 256, True, True))
         ft = T.float32 if f32 else T.float64
         k, ki = T.UniTuple(T.float64, 12), T.UniTuple(T.int64, 4)
         tv = arr(T.float64) if index else arr(T.uint8)

@@ -1,7 +1,7 @@
 """GPU launch settings: one dict of defaults, plain module constants, and a reset.
 
-The kernels in ``gpu.py`` read these when they are launched (compiled kernels are cached
-per setting), so tests can patch them small (``monkeypatch.setattr(config,
+The GPU launch (``kernels/gpu_launch.py``) reads these when a batch is launched (compiled
+kernels are cached per setting), so tests can patch them small (``monkeypatch.setattr(config,
 "GPU_THREADS_PER_BLOCK", 32)``) and tiny inputs still span several blocks and take every
 kernel shape.
 """
